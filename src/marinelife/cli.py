@@ -1,0 +1,160 @@
+"""Thin command line: parse arguments, call one function per verb, map user errors to exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from marinelife import __version__
+from marinelife.errors import MarineLifeError
+
+log = logging.getLogger("marinelife")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default="two-stage-lite", help="recipe name or YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set epochs=1")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders")
+    p.add_argument("--name", default=None, help="run folder name (default: recipe + timestamp)")
+    p.add_argument("--weights", type=Path, default=None, help="backbone weights file")
+    p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    p.add_argument("--no-feature-cache", action="store_true", help="recompute frozen features")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="marinelife", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"marinelife {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="decode every image; report bad files, imbalance, leakage")
+    p.add_argument("data", type=Path)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--min-size", type=int, default=32, help="smallest acceptable side in pixels")
+    _add_common(p)
+
+    p = sub.add_parser("split", help="stratified, duplicate-aware train/val/test split")
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    p.add_argument("--val", type=float, default=0.15)
+    p.add_argument("--test", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=42)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--copy", dest="mode", action="store_const", const="copy")
+    mode.add_argument("--link", dest="mode", action="store_const", const="link")
+    p.set_defaults(mode="copy")
+    _add_common(p)
+
+    p = sub.add_parser("download", help="fetch the Kaggle Sea Animals dataset and split it")
+    p.add_argument("--dest", type=Path, default=Path("data/sea-animals"))
+    p.add_argument("--seed", type=int, default=42)
+    _add_common(p)
+
+    p = sub.add_parser("inspect", help="class distribution, samples and size plots as PNGs")
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: DATA-inspect)")
+    p.add_argument("--augmented", action="store_true", help="also save augmented samples")
+    p.add_argument("--recipe", default="two-stage", help="recipe whose augmentation to show")
+    _add_common(p)
+
+    p = sub.add_parser("train", help="train a recipe and evaluate it on the test split")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--resume", action="store_true", help="continue runs/NAME from last.ckpt")
+    _add_train_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="evaluate a run folder on a split")
+    p.add_argument("run", type=Path)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="test")
+    _add_common(p)
+
+    p = sub.add_parser("demo", help="train two-stage-lite briefly on synthetic (or your) data")
+    p.add_argument("--data", type=Path, default=None, help="your dataset instead of synthetic")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    _add_common(p)
+
+    p = sub.add_parser("recipes", help="list recipes, or show one resolved")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--keys", action="store_true", help="list every config key")
+    _add_common(p)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    if args.quiet:
+        os.environ["MARINELIFE_QUIET"] = "1"
+
+
+def _run(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "check":
+        from marinelife.data.check import run_check
+
+        return run_check(args.data, as_json=args.json, min_size=args.min_size)
+    if cmd == "split":
+        from marinelife.data.split import run_split
+
+        run_split(args.src, args.dst, val=args.val, test=args.test, seed=args.seed, mode=args.mode)
+        return 0
+    if cmd == "download":
+        from marinelife.data.download import run_download
+
+        run_download(args.dest, seed=args.seed)
+        return 0
+    if cmd == "inspect":
+        from marinelife.data.inspect import run_inspect
+
+        run_inspect(args.data, out=args.out, augmented=args.augmented, recipe=args.recipe)
+        return 0
+    if cmd == "train":
+        from marinelife.train.run import run_train
+
+        run_train(args)
+        return 0
+    if cmd == "evaluate":
+        from marinelife.evaluate.run import run_evaluate
+
+        run_evaluate(args.run, args.data, split=args.split)
+        return 0
+    if cmd == "demo":
+        from marinelife.train.demo import run_demo
+
+        run_demo(args.data, runs_dir=args.runs_dir)
+        return 0
+    if cmd == "recipes":
+        from marinelife.train.run import show_recipes
+
+        show_recipes(args.name, keys=args.keys)
+        return 0
+    raise AssertionError(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
+    try:
+        return _run(args)
+    except MarineLifeError as exc:
+        if args.debug:
+            raise
+        print(f"marinelife {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"marinelife {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Discover a dataset on disk: ``ROOT/{train,val,test}/CLASS/*`` or a flat ``ROOT/CLASS/*``.
+
+The class list comes from the training folder (sorted) and every other split is mapped through it,
+so class indices never shift because a folder is empty or missing somewhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from marinelife.data.image_io import is_image_path
+from marinelife.errors import MarineLifeError
+
+SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+EXPECTED_LAYOUT = "expected ROOT/{train,val,test}/CLASS/*.jpg, or ROOT/CLASS/*.jpg to `split`"
+# System folders that never hold classes: macOS zip debris, Synology thumbnails, VCS metadata.
+_SYSTEM_DIRS = {"__macosx", "@eadir", "$recycle.bin", "system volume information"}
+
+
+def is_hidden(path: Path) -> bool:
+    """Dotfiles, dot-folders (``.git``, ``.ipynb_checkpoints``) and system folders."""
+    name = path.name
+    return name.startswith(".") or name.lower() in _SYSTEM_DIRS
+
+
+def visible_subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (recursively), skipping hidden files and folders, sorted."""
+    found = []
+    for path in folder.rglob("*"):
+        rel_parts = path.relative_to(folder).parts
+        if any(is_hidden(Path(part)) for part in rel_parts):
+            continue
+        if path.is_file() and is_image_path(path):
+            found.append(path)
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str
+
+
+@dataclass
+class DatasetLayout:
+    """What ``scan_dataset`` found. ``flat`` layouts keep all samples under the key ``"all"``."""
+
+    root: Path
+    classes: list[str]
+    splits: dict[str, list[Sample]] = field(default_factory=dict)
+    flat: bool = False
+
+    @property
+    def class_to_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+    def samples(self, split: str) -> list[Sample]:
+        if split not in self.splits:
+            raise MarineLifeError(
+                f"no '{split}' split found", path=self.root, fix=EXPECTED_LAYOUT.capitalize()
+            )
+        return self.splits[split]
+
+    def targets(self, split: str) -> list[int]:
+        index = self.class_to_index
+        return [index[s.label] for s in self.samples(split)]
+
+    def counts(self, split: str) -> dict[str, int]:
+        counter = Counter(s.label for s in self.samples(split))
+        return {name: counter.get(name, 0) for name in self.classes}
+
+    def all_samples(self) -> list[tuple[str, Sample]]:
+        return [(split, s) for split, items in self.splits.items() for s in items]
+
+    def require_splits(self, *names: str) -> None:
+        """Raise the user-facing error when this is a flat folder or a named split is missing."""
+        if self.flat:
+            raise MarineLifeError(
+                "is a flat ROOT/CLASS/* folder without train/val/test splits",
+                path=self.root,
+                fix=f"run `marinelife split {self.root} OUT_DIR` first and use OUT_DIR",
+            )
+        for name in names:
+            self.samples(name)
+
+
+def _class_images(class_dir: Path) -> list[Sample]:
+    return [Sample(path, class_dir.name) for path in find_images(class_dir)]
+
+
+def _check_root(root: Path) -> None:
+    if not root.exists():
+        raise MarineLifeError("does not exist", path=root, fix=EXPECTED_LAYOUT)
+    if not root.is_dir():
+        raise MarineLifeError("is a file, not a folder", path=root, fix=EXPECTED_LAYOUT)
+    if not any(not is_hidden(p) for p in root.iterdir()):
+        raise MarineLifeError("is an empty folder", path=root, fix=EXPECTED_LAYOUT)
+
+
+def scan_dataset(root: str | Path) -> DatasetLayout:
+    """Read a dataset folder; raise :class:`MarineLifeError` naming the path for any bad layout."""
+    root = Path(root).expanduser()
+    _check_root(root)
+    subdirs = visible_subdirs(root)
+    split_dirs: dict[str, Path] = {}
+    for sub in subdirs:
+        canonical = SPLIT_ALIASES.get(sub.name.lower())
+        if canonical is None:
+            continue
+        if canonical in split_dirs:
+            raise MarineLifeError(
+                f"has two folders for the '{canonical}' split ({split_dirs[canonical].name}, "
+                f"{sub.name})",
+                path=root,
+                fix="keep one of them",
+            )
+        split_dirs[canonical] = sub
+    if split_dirs:
+        others = [s.name for s in subdirs if s not in split_dirs.values()]
+        if others:
+            raise MarineLifeError(
+                f"mixes split folders with other folders ({', '.join(others[:3])})",
+                path=root,
+                fix=EXPECTED_LAYOUT,
+            )
+        return _scan_split_layout(root, split_dirs)
+    return _scan_flat_layout(root, subdirs)
+
+
+def _scan_flat_layout(root: Path, subdirs: list[Path]) -> DatasetLayout:
+    samples = [s for sub in subdirs for s in _class_images(sub)]
+    if not samples:
+        raise MarineLifeError("contains no images in class folders", path=root, fix=EXPECTED_LAYOUT)
+    classes = sorted({s.label for s in samples})
+    return DatasetLayout(root=root, classes=classes, splits={"all": samples}, flat=True)
+
+
+def _scan_split_layout(root: Path, split_dirs: dict[str, Path]) -> DatasetLayout:
+    if "train" not in split_dirs:
+        raise MarineLifeError("has no train/ folder", path=root, fix=EXPECTED_LAYOUT)
+    train_dir = split_dirs["train"]
+    class_dirs = visible_subdirs(train_dir)
+    if not class_dirs:
+        raise MarineLifeError("contains no class folders", path=train_dir, fix=EXPECTED_LAYOUT)
+    splits: dict[str, list[Sample]] = {}
+    train_samples = []
+    for class_dir in class_dirs:
+        images = _class_images(class_dir)
+        if not images:
+            raise MarineLifeError(
+                f"class '{class_dir.name}' has no images",
+                path=class_dir,
+                fix="add images or remove the empty class folder",
+            )
+        train_samples.extend(images)
+    classes = [d.name for d in class_dirs]
+    splits["train"] = train_samples
+    for split in ("val", "test"):
+        if split not in split_dirs:
+            continue
+        folder = split_dirs[split]
+        present = {d.name: d for d in visible_subdirs(folder)}
+        unknown = sorted(set(present) - set(classes))
+        if unknown:
+            raise MarineLifeError(
+                f"class '{unknown[0]}' is not in the training split",
+                path=folder / unknown[0],
+                fix="rename it to a training class or add it to train/",
+            )
+        items = []
+        for name in classes:
+            images = _class_images(present[name]) if name in present else []
+            if not images:
+                raise MarineLifeError(
+                    f"class '{name}' has no images in the {split} split",
+                    path=folder / name,
+                    fix=f"add {split} images for it (or re-run `marinelife split`)",
+                )
+            items.extend(images)
+        splits[split] = items
+    return DatasetLayout(root=root, classes=classes, splits=splits, flat=False)
+
+
+def save_classes(classes: list[str], path: Path) -> None:
+    path.write_text(json.dumps(classes, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def load_classes(path: Path) -> list[str]:
+    try:
+        classes = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MarineLifeError(f"cannot read class list ({exc})", path=path) from exc
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise MarineLifeError("must be a JSON list of class names", path=path)
+    return classes
