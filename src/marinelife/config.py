@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,8 +125,41 @@ class TrainConfig:
             raise MarineLifeError("config: epochs, batch_size and lr must be positive")
         if not 0.0 < self.finetune_fraction <= 1.0:
             raise MarineLifeError("config: finetune_fraction must be in (0, 1]")
+        self._validate_ranges()
         if self.head == "mlp" and len(self.head_hidden) != len(self.head_dropout):
             raise MarineLifeError("config: head_hidden and head_dropout need the same length")
+
+    def _validate_ranges(self) -> None:
+        # Values that would otherwise fail (or silently misbehave) deep inside training.
+        non_negative = (
+            "input_size",
+            "patience",
+            "finetune_epochs",
+            "finetune_patience",
+            "feature_cache_views",
+            "threads",
+            "weight_decay",
+            "warmup_epochs",
+            "finetune_warmup_epochs",
+            "head_l2",
+        )
+        for key in non_negative:
+            if getattr(self, key) < 0:
+                raise MarineLifeError(f"config: {key}={getattr(self, key)!r} must be >= 0")
+        fractions = {"label_smoothing": self.label_smoothing, "drop_rate": self.drop_rate}
+        fractions.update({f"head_dropout[{i}]": p for i, p in enumerate(self.head_dropout)})
+        for key, value in fractions.items():
+            if not 0.0 <= value < 1.0:
+                raise MarineLifeError(f"config: {key}={value!r} must be in [0, 1)")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise MarineLifeError(f"config: min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
+        if self.finetune_epochs > 0 and self.finetune_lr <= 0:
+            raise MarineLifeError("config: finetune_lr must be positive")
+        low, high = self.augment.brightness
+        if not 0.0 <= low <= high:
+            raise MarineLifeError(
+                f"config: augment.brightness={[low, high]} must satisfy 0 <= low <= high"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,6 +202,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if tp is bool:
             if isinstance(value, bool):
                 return value
+            # YAML reads `--set pretrained=1` as the int 1; accept it like the string "1".
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
             if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
                 return True
             if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
@@ -180,7 +217,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError(value)
-            return float(value)
+            number = float(value)
+            # nan/inf pass every `<= 0` check and would only fail deep inside training.
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         if tp is str:
             if not isinstance(value, str | int | float):
                 raise ValueError(value)
@@ -239,7 +280,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            # A later `augment.rotation=20` after `augment=5` wins instead of crashing.
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
         node[parts[-1]] = value
     return nested
 

@@ -18,7 +18,8 @@ from marinelife.errors import ImageDecodeError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Pillow format names matching IMAGE_EXTENSIONS; anything else is refused before decoding.
-ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
+# (Camera MPO files open through JPEG; naming "MPO" here makes Pillow fail with KeyError.)
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 # 50 MP: far above any photo this tool needs, far below what exhausts a laptop's memory.
 DEFAULT_MAX_PIXELS = 50_000_000
 # Background for transparent pixels: mid-grey keeps cut-outs neutral for ImageNet statistics.
@@ -40,7 +41,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
+        arr = np.clip(np.rint(arr / hi * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(arr, mode="L").convert("RGB")
     if mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
@@ -75,13 +76,16 @@ def load_image(
             stream = io.BytesIO(source)
         else:
             path = Path(source)
+            if path.is_dir():
+                raise ImageDecodeError("is a folder, not an image file", path=label, fix=fix)
             if not path.is_file():
                 raise ImageDecodeError("no such file", path=label, fix="check the path")
             if path.stat().st_size == 0:
                 raise ImageDecodeError("zero-byte file", path=label, fix=fix)
             stream = path.open("rb")
         with stream, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # max_pixels below is the limit; Pillow's own warning would override a larger one.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(stream, formats=ALLOWED_FORMATS)
             width, height = img.size
             if width < 1 or height < 1:
@@ -108,7 +112,9 @@ def load_image(
         raise ImageDecodeError("not an image (unknown format)", path=label, fix=fix) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(
-            "too many pixels (possible decompression bomb)", path=label, fix="downscale the image"
+            f"exceeds the pixel limit (possible decompression bomb: {exc})",
+            path=label,
+            fix="downscale the image",
         ) from exc
     except MemoryError as exc:
         raise ImageDecodeError("image too large to decode", path=label, fix=fix) from exc

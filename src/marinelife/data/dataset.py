@@ -1,0 +1,64 @@
+"""A torch Dataset over scanned samples that never crashes mid-epoch on a bad file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from marinelife.data.image_io import load_image_array
+from marinelife.data.scan import Sample
+from marinelife.errors import ImageDecodeError
+
+log = logging.getLogger(__name__)
+
+
+class ImageSampleDataset(Dataset):
+    """``(tensor, target)`` pairs from :class:`Sample` s through one transform.
+
+    A file that cannot be decoded is logged once, naming it and `marinelife check`, and replaced by
+    the next readable sample so an epoch never dies half-way (torchvision's ImageFolder crashes).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        class_to_index: dict[str, int],
+        transform: Callable[[np.ndarray], torch.Tensor],
+        *,
+        draft_size: int | None = None,
+    ):
+        self.samples = list(samples)
+        self.targets = [class_to_index[s.label] for s in self.samples]
+        self.transform = transform
+        self.draft_size = draft_size
+        self._bad: set[int] = set()
+        # Set before each epoch: per-item augmentation seeds make an epoch reproducible whatever
+        # the worker count, which is what makes `--resume` exact.
+        self.epoch_seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> np.ndarray:
+        draft = (self.draft_size, self.draft_size) if self.draft_size else None
+        return load_image_array(self.samples[index].path, draft_size=draft)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for offset in range(len(self.samples)):
+            i = (index + offset) % len(self.samples)
+            if i in self._bad:
+                continue
+            try:
+                image = self.load(i)
+                seeder = getattr(self.transform, "set_random_seed", None)
+                if self.epoch_seed is not None and seeder is not None:
+                    seeder((self.epoch_seed * 1_000_003 + i) & 0x7FFFFFFF)
+                return self.transform(image), self.targets[i]
+            except ImageDecodeError as exc:
+                self._bad.add(i)
+                log.warning("skipping unreadable image: %s (run `marinelife check`)", exc)
+        raise ImageDecodeError("no readable images in this split", path=self.samples[0].path)

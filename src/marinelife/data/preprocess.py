@@ -1,0 +1,264 @@
+"""The one preprocessing function shared by evaluation, predict, export checks and serve.
+
+decode (:func:`~marinelife.data.image_io.load_image`: EXIF, any mode → RGB) → resize the shorter
+side to ``input_size / crop_pct`` → denoise → centre-crop ``input_size`` → normalise → float32 CHW.
+
+Resize and crop follow timm's eval transform exactly (torchvision ``Resize`` on a PIL image, then
+``CenterCrop``), with the model's own mean/std/interpolation/crop_pct from
+``timm.data.resolve_data_config``, so a pretrained backbone sees what it was trained on.
+
+Denoising runs *after* the resize, at the network's working scale: filter sizes then mean the
+same thing for a 400 px crop and a 24 MP photo, JPEG draft decoding (which already shrinks big
+photos) cannot change what the filter does, and non-local means stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from marinelife.config import DenoiseConfig
+from marinelife.data.denoise import apply_denoise, resolve_denoise_params
+from marinelife.data.image_io import _to_rgb, load_image
+from marinelife.errors import MarineLifeError
+
+INTERPOLATIONS: dict[str, Image.Resampling] = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+# Bounds that reject a hostile or corrupt model.json before it can allocate gigabytes.
+_MIN_SIZE, _MAX_SIZE = 8, 4096
+_MIN_CROP_PCT = 0.25
+_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "denoise")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything needed to turn a decoded photo into the network's input tensor."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+
+    def __post_init__(self) -> None:
+        # Validated on every construction, so no code path can hold an unusable config.
+        where = "preprocessing config"
+        size = self.input_size
+        if isinstance(size, bool) or not isinstance(size, int) or not _MIN_SIZE <= size <= _MAX_SIZE:
+            raise MarineLifeError(
+                f"{where}: input_size={size!r} must be a whole number from {_MIN_SIZE} to "
+                f"{_MAX_SIZE}"
+            )
+        object.__setattr__(self, "mean", _triple(self.mean, "mean", positive=False))
+        object.__setattr__(self, "std", _triple(self.std, "std", positive=True))
+        if self.interpolation not in INTERPOLATIONS:
+            raise MarineLifeError(
+                f"{where}: interpolation={self.interpolation!r} is not one of "
+                f"{', '.join(INTERPOLATIONS)}"
+            )
+        crop = self.crop_pct
+        if (
+            isinstance(crop, bool)
+            or not isinstance(crop, int | float)
+            or not math.isfinite(crop)
+            or not _MIN_CROP_PCT <= crop <= 1.0
+        ):
+            raise MarineLifeError(
+                f"{where}: crop_pct={crop!r} must be a number from {_MIN_CROP_PCT} to 1"
+            )
+        object.__setattr__(self, "crop_pct", float(crop))
+        if not isinstance(self.denoise, DenoiseConfig):
+            raise MarineLifeError(f"{where}: denoise must be a DenoiseConfig")
+        # A private copy with every parameter resolved: later edits to the caller's DenoiseConfig
+        # cannot change this config, and model.json records the exact filter values used.
+        params = resolve_denoise_params(self.denoise)
+        object.__setattr__(self, "denoise", DenoiseConfig(self.denoise.name, dict(params)))
+
+    @property
+    def scale_size(self) -> int:
+        """Shorter side before the centre crop (timm: ``floor(input_size / crop_pct)``)."""
+        return math.floor(self.input_size / self.crop_pct)
+
+    @property
+    def draft_size(self) -> tuple[int, int]:
+        """JPEG draft target: decoding never goes below what the resize needs."""
+        return (self.scale_size, self.scale_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+            "denoise": {"name": self.denoise.name, "params": dict(self.denoise.params)},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
+        """Build from :meth:`to_dict` output (e.g. model.json); anything malformed is refused."""
+        where = "preprocessing config"
+        if not isinstance(d, dict):
+            raise MarineLifeError(f"{where}: must be a mapping, got {type(d).__name__}")
+        unknown = sorted(str(k) for k in d if k not in _KEYS)
+        if unknown:
+            raise MarineLifeError(
+                f"{where}: unknown key {unknown[0]!r}", fix=f"valid keys: {', '.join(_KEYS)}"
+            )
+        missing = [k for k in _KEYS[:-1] if k not in d]
+        if missing:
+            raise MarineLifeError(f"{where}: missing key {missing[0]!r}")
+        denoise = _denoise_from(d.get("denoise", {"name": "none", "params": {}}))
+        interpolation = d["interpolation"]
+        if not isinstance(interpolation, str):
+            raise MarineLifeError(f"{where}: interpolation must be a string")
+        return cls(
+            input_size=d["input_size"],
+            mean=d["mean"],
+            std=d["std"],
+            interpolation=interpolation,
+            crop_pct=d["crop_pct"],
+            denoise=denoise,
+        )
+
+
+def _triple(value: Any, name: str, *, positive: bool) -> tuple[float, float, float]:
+    bad = MarineLifeError(
+        f"preprocessing config: {name}={value!r} must be three "
+        + ("positive numbers" if positive else "numbers")
+    )
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise bad
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise bad
+        if positive and v <= 0:
+            raise bad
+        out.append(float(v))
+    return (out[0], out[1], out[2])
+
+
+def _denoise_from(value: Any) -> DenoiseConfig:
+    where = "preprocessing config"
+    if not isinstance(value, dict) or set(value) - {"name", "params"}:
+        raise MarineLifeError(f"{where}: denoise must be a mapping with 'name' and 'params'")
+    name = value.get("name", "none")
+    params = value.get("params") or {}
+    if not isinstance(name, str) or not isinstance(params, dict):
+        raise MarineLifeError(f"{where}: denoise name must be a string and params a mapping")
+    return DenoiseConfig(name=name, params={str(k): v for k, v in params.items()})
+
+
+def _timm_config_owner(model: torch.nn.Module) -> torch.nn.Module:
+    # A classifier wrapping a timm backbone: the backbone carries the pretrained data config.
+    if getattr(model, "pretrained_cfg", None):
+        return model
+    for module in model.modules():
+        if getattr(module, "pretrained_cfg", None):
+            return module
+    return model
+
+
+def preprocess_config_for_model(
+    model: torch.nn.Module, *, input_size: int = 0, denoise: DenoiseConfig | None = None
+) -> PreprocessConfig:
+    """The model's own data config (timm) plus our denoise choice; ``input_size=0``: its default."""
+    import timm.data
+
+    args: dict[str, Any] = {}
+    if input_size:
+        args["input_size"] = (3, int(input_size), int(input_size))
+    data = timm.data.resolve_data_config(args, model=_timm_config_owner(model))
+    _, height, width = data["input_size"]
+    return PreprocessConfig(
+        input_size=int(input_size or max(height, width)),
+        mean=tuple(float(v) for v in data["mean"]),
+        std=tuple(float(v) for v in data["std"]),
+        interpolation=str(data["interpolation"]),
+        crop_pct=float(data["crop_pct"]),
+        denoise=dataclasses.replace(denoise) if denoise else DenoiseConfig(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# pixels
+
+
+def as_rgb_image(image: Image.Image | np.ndarray) -> Image.Image:
+    """A PIL RGB image from a PIL image of any mode, or an ``HxW``/``HxWx3`` uint8 array."""
+    if isinstance(image, Image.Image):
+        return _to_rgb(image)
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3):
+        raise ValueError(f"expected an HxW or HxWx3 uint8 array, got {array.shape} {array.dtype}")
+    if array.ndim == 2:
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if array.shape[2] != 3:
+        raise ValueError(f"expected 3 channels (RGB), got {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def resize_shorter_side(image: Image.Image, size: int, interpolation: str) -> Image.Image:
+    """torchvision ``Resize(size)`` on a PIL image: shorter side → ``size``, aspect kept."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    if (new_w, new_h) == (width, height):
+        return image
+    return image.resize((new_w, new_h), INTERPOLATIONS[interpolation])
+
+
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """torchvision ``CenterCrop`` offsets (round half to even, as there)."""
+    height, width = array.shape[:2]
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return array[top : top + size, left : left + size]
+
+
+def to_normalised_tensor(
+    array: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """``HxWx3`` uint8 → float32 CHW, ``(x/255 - mean) / std`` (torchvision ToTensor+Normalize)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return tensor.sub_(mean_t).div_(std_t).contiguous()
+
+
+def preprocess_image(image: Image.Image | np.ndarray, config: PreprocessConfig) -> torch.Tensor:
+    """Eval-time path: RGB → resize → denoise → centre-crop → normalise → float32 ``3xSxS``."""
+    rgb = as_rgb_image(image)
+    resized = resize_shorter_side(rgb, config.scale_size, config.interpolation)
+    array = np.asarray(resized, dtype=np.uint8)
+    # Denoise before cropping so the filter sees real neighbours at the crop's edges.
+    array = apply_denoise(array, config.denoise)
+    return to_normalised_tensor(center_crop(array, config.input_size), config.mean, config.std)
+
+
+def load_and_preprocess(
+    source: str | Path | bytes, config: PreprocessConfig, **load_kwargs: Any
+) -> torch.Tensor:
+    """Decode any supported image file or bytes and return the network input tensor.
+
+    JPEGs much larger than needed are decoded at reduced scale (``draft``), never below the
+    resize target, so big phone photos load several times faster.
+    """
+    load_kwargs.setdefault("draft_size", config.draft_size)
+    return preprocess_image(load_image(source, **load_kwargs), config)

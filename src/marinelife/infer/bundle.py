@@ -1,0 +1,171 @@
+"""The model bundle: ``*.safetensors`` + ``model.json``, everything predict/serve need, no pickle.
+
+``model.json`` is untrusted input (bundles get passed around): every field is type-checked, and a
+format version newer than this release understands is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marinelife import __version__
+from marinelife.config import TrainConfig
+from marinelife.data.preprocess import PreprocessConfig
+from marinelife.errors import MarineLifeError
+from marinelife.train.checkpoint import atomic_write_text, load_weights
+
+BUNDLE_FORMAT = "marinelife-model"
+BUNDLE_VERSION = 1
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "best.safetensors"
+_HEAD_KEYS = ("head", "head_hidden", "head_dropout", "head_norm_first", "drop_rate")
+
+
+@dataclass
+class ModelInfo:
+    architecture: str
+    classes: list[str]
+    preprocess: PreprocessConfig
+    head: dict[str, Any]
+    weights: str = WEIGHTS_FILE
+    metrics: dict[str, Any] = field(default_factory=dict)
+    rejection: dict[str, Any] = field(default_factory=dict)
+    recipe: str = "custom"
+    marinelife_version: str = __version__
+    created: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_VERSION,
+            "marinelife_version": self.marinelife_version,
+            "created": self.created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "recipe": self.recipe,
+            "architecture": self.architecture,
+            "classes": self.classes,
+            "head": self.head,
+            "preprocess": self.preprocess.to_dict(),
+            "weights": self.weights,
+            "metrics": self.metrics,
+            "rejection": self.rejection,
+        }
+
+    def model_config(self) -> TrainConfig:
+        """A TrainConfig carrying just what is needed to rebuild the network."""
+        config = TrainConfig(architecture=self.architecture, pretrained=False)
+        for key in _HEAD_KEYS:
+            setattr(config, key, self.head[key])
+        return config
+
+
+def head_settings(config: TrainConfig) -> dict[str, Any]:
+    return {key: getattr(config, key) for key in _HEAD_KEYS}
+
+
+def _require(data: dict[str, Any], key: str, types: type | tuple[type, ...], path: Path) -> Any:
+    value = data.get(key)
+    if not isinstance(value, types) or isinstance(value, bool) and bool not in (
+        types if isinstance(types, tuple) else (types,)
+    ):
+        raise MarineLifeError(f"model.json field '{key}' is missing or of the wrong type", path=path)
+    return value
+
+
+def parse_model_json(data: Any, path: Path) -> ModelInfo:
+    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+        raise MarineLifeError("not a marinelife model.json", path=path)
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MarineLifeError("model.json has no valid format_version", path=path)
+    if version > BUNDLE_VERSION:
+        raise MarineLifeError(
+            f"bundle format version {version} is newer than this marinelife understands "
+            f"({BUNDLE_VERSION})",
+            path=path,
+            fix="upgrade marinelife (pip install -U marinelife)",
+        )
+    classes = _require(data, "classes", list, path)
+    if not classes or not all(isinstance(c, str) and c for c in classes):
+        raise MarineLifeError("model.json 'classes' must be a non-empty list of names", path=path)
+    head = _require(data, "head", dict, path)
+    checks = {
+        "head": str,
+        "head_hidden": list,
+        "head_dropout": list,
+        "head_norm_first": bool,
+        "drop_rate": (int, float),
+    }
+    for key, types in checks.items():
+        if not isinstance(head.get(key), types):
+            raise MarineLifeError(f"model.json head field '{key}' is invalid", path=path)
+    weights = _require(data, "weights", str, path)
+    if Path(weights).name != weights:
+        raise MarineLifeError("model.json 'weights' must be a file name beside it", path=path)
+    try:
+        preprocess = PreprocessConfig.from_dict(_require(data, "preprocess", dict, path))
+    except MarineLifeError as exc:
+        raise MarineLifeError(f"model.json 'preprocess' is invalid ({exc})", path=path) from exc
+    return ModelInfo(
+        architecture=_require(data, "architecture", str, path),
+        classes=classes,
+        preprocess=preprocess,
+        head=head,
+        weights=weights,
+        metrics=data.get("metrics") if isinstance(data.get("metrics"), dict) else {},
+        rejection=data.get("rejection") if isinstance(data.get("rejection"), dict) else {},
+        recipe=str(data.get("recipe", "custom")),
+        marinelife_version=str(data.get("marinelife_version", "")),
+        created=str(data.get("created", "")),
+    )
+
+
+def write_model_json(info: ModelInfo, folder: Path) -> Path:
+    path = Path(folder) / MODEL_JSON
+    atomic_write_text(path, json.dumps(info.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def find_model_json(model: Path) -> Path:
+    """A run folder, a bundle folder, ``model.json`` itself, or a weights file beside it."""
+    model = Path(model)
+    if not model.exists():
+        raise MarineLifeError("does not exist", path=model, fix="pass a run folder or model.json")
+    candidate = model / MODEL_JSON if model.is_dir() else model.with_name(MODEL_JSON)
+    if model.is_file() and model.name.endswith(".json"):
+        candidate = model
+    if not candidate.is_file():
+        raise MarineLifeError(
+            "no model.json found", path=model, fix="pass a run folder from `marinelife train`"
+        )
+    return candidate
+
+
+def read_model_info(model: Path) -> tuple[ModelInfo, Path]:
+    path = find_model_json(model)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MarineLifeError(f"unreadable model.json ({exc})", path=path) from exc
+    return parse_model_json(data, path), path.parent
+
+
+def load_bundle(model: Path):
+    """Rebuild the network from ``model.json`` and load its safetensors weights (eval mode)."""
+    from marinelife.models import build_classifier
+
+    info, folder = read_model_info(model)
+    network = build_classifier(info.model_config(), len(info.classes), pretrained=False)
+    weights_path = folder / info.weights
+    state = load_weights(weights_path)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise MarineLifeError(
+            "weights do not match the architecture in model.json", path=weights_path
+        ) from exc
+    network.eval()
+    return network, info

@@ -1,0 +1,143 @@
+"""One epoch of training and one pass of evaluation — the loop every stage and path shares."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from tqdm import tqdm
+
+from marinelife.errors import MarineLifeError
+
+log = logging.getLogger(__name__)
+
+
+def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True):
+    """A tqdm bar with ETA on stderr; off with -q, when not a terminal, or under DDP rank > 0."""
+    disable = not enabled or os.environ.get("MARINELIFE_QUIET") == "1"
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=disable, dynamic_ncols=True)
+
+
+@dataclass
+class NonFiniteCounter:
+    """Steps skipped because the loss or a gradient was NaN/inf (``skip_nonfinite``)."""
+
+    skipped: int = 0
+
+
+def _grads_finite(parameters: list[torch.nn.Parameter]) -> bool:
+    return all(p.grad is None or torch.isfinite(p.grad).all() for p in parameters)
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    criterion: torch.nn.Module,
+    *,
+    device: torch.device,
+    epoch_label: str,
+    global_step: int,
+    skip_nonfinite: bool = False,
+    nonfinite: NonFiniteCounter | None = None,
+    prepare_model=None,
+    channels_last: bool = False,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Train for one pass over ``loader``; return mean loss and accuracy over the samples seen.
+
+    ``prepare_model`` runs after ``model.train()`` (it puts frozen BatchNorm back into eval).
+    """
+    model.train()
+    if prepare_model is not None:
+        prepare_model(model)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    total_loss, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    bar = progress(loader, total=len(loader), desc=epoch_label, enabled=show_progress)
+    for step, (inputs, targets) in enumerate(bar):
+        inputs = inputs.to(device, non_blocking=True)
+        if channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        logits = model(inputs)
+        loss = criterion(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            finite = _grads_finite(params)
+        if not finite:
+            where = f"{epoch_label}, step {step + 1} (global step {global_step + step + 1})"
+            if not skip_nonfinite:
+                raise MarineLifeError(
+                    f"non-finite loss or gradient at {where}; nothing non-finite was saved",
+                    fix="lower the learning rate, or --set skip_nonfinite=true to skip such steps",
+                )
+            if nonfinite is not None:
+                nonfinite.skipped += 1
+            log.warning("skipping non-finite step at %s", where)
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            continue
+        optimizer.step()
+        scheduler.step()
+        batch = targets.numel()
+        total_loss += float(loss.detach()) * batch
+        correct += int((logits.detach().argmax(1) == targets).sum())
+        seen += batch
+        bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
+    elapsed = time.perf_counter() - start
+    return {
+        "loss": total_loss / max(seen, 1) if seen else math.nan,
+        "acc": correct / max(seen, 1),
+        "samples_per_s": seen / max(elapsed, 1e-9),
+        "steps": len(loader),
+    }
+
+
+@torch.inference_mode()
+def predict_probs(
+    model: torch.nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device,
+    desc: str = "eval",
+    channels_last: bool = False,
+    show_progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, softmax probabilities) for every sample of ``loader``, model in eval mode."""
+    model.eval()
+    all_targets, all_probs = [], []
+    for inputs, targets in progress(loader, total=len(loader), desc=desc, enabled=show_progress):
+        inputs = inputs.to(device)
+        if channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        logits = model(inputs).float()
+        all_probs.append(torch.softmax(logits, dim=1).cpu())
+        all_targets.append(targets.cpu())
+    return torch.cat(all_targets).numpy(), torch.cat(all_probs).numpy()
+
+
+def validation_metrics(
+    targets: np.ndarray, probs: np.ndarray, label_smoothing: float = 0.0
+) -> dict[str, float]:
+    """Loss (with the training's label smoothing), accuracy and macro-F1 from probabilities."""
+    logp = torch.log(torch.from_numpy(probs).clamp_min(1e-12))
+    loss = torch.nn.functional.nll_loss(logp, torch.from_numpy(targets))
+    if label_smoothing:
+        loss = (1 - label_smoothing) * loss - label_smoothing * logp.mean(dim=1).mean()
+    preds = probs.argmax(axis=1)
+    return {
+        "loss": float(loss),
+        "acc": float((preds == targets).mean()),
+        "f1": float(f1_score(targets, preds, average="macro", zero_division=0)),
+    }

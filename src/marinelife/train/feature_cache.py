@@ -1,0 +1,202 @@
+"""Feature cache for frozen stages: push every image (and K augmented views) through the frozen
+backbone once, then train the head on the cached tensors for as many epochs as the recipe wants.
+
+Entries live under the user cache dir, keyed by the images' content hashes, the backbone name, its
+weights hash and the full preprocessing/augmentation/denoise config, so they are reused across runs
+and invalidated when any of those change. Features are stored as ``.npy`` and memory-mapped, so
+datasets larger than RAM work; a checksum in the entry's ``meta.json`` (written last, atomically)
+catches partial or corrupted files, which are rebuilt, never silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import platformdirs
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from marinelife.data.image_io import load_image_array
+from marinelife.data.scan import Sample
+from marinelife.errors import ImageDecodeError
+from marinelife.train.checkpoint import atomic_write_text
+from marinelife.train.engine import progress
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("MARINELIFE_CACHE") or platformdirs.user_cache_dir("marinelife")
+    return Path(base) / "features"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_key(
+    *,
+    image_hashes: Sequence[str],
+    backbone: str,
+    weights_sha: str,
+    preprocess: dict[str, Any],
+    augment: dict[str, Any] | None,
+    views: int,
+    seed: int,
+) -> str:
+    """Hash of everything that determines the cached numbers; any change gives a new entry."""
+    payload = {
+        "format": CACHE_FORMAT,
+        "images": list(image_hashes),
+        "backbone": backbone,
+        "weights": weights_sha,
+        "preprocess": preprocess,
+        "augment": augment if views > 0 else None,
+        "views": views,
+        "seed": seed if views > 0 else None,
+    }
+    text = json.dumps(payload, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def view_seed(seed: int, image_hash: str, view: int) -> int:
+    """A per-(image, view) seed, so augmented views don't depend on order or worker count."""
+    return zlib.crc32(f"{seed}:{image_hash}:{view}".encode()) & 0x7FFFFFFF
+
+
+class _ViewDataset(Dataset):
+    """Item ``i * (views + 1) + v``: view ``v`` of image ``i`` (0 = clean, eval transform)."""
+
+    def __init__(self, samples, hashes, eval_transform, train_transform, views, seed, draft):
+        self.samples, self.hashes = list(samples), list(hashes)
+        self.eval_transform, self.train_transform = eval_transform, train_transform
+        self.views, self.seed, self.draft = views, seed, draft
+
+    def __len__(self) -> int:
+        return len(self.samples) * (self.views + 1)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        i, v = divmod(index, self.views + 1)
+        try:
+            image = load_image_array(self.samples[i].path, draft_size=self.draft)
+        except ImageDecodeError as exc:
+            log.warning("feature cache: unreadable image, using zeros: %s", exc)
+            return torch.zeros(0), index
+        if v == 0:
+            return self.eval_transform(image), index
+        seeded = getattr(self.train_transform, "set_random_seed", None)
+        if seeded is not None:
+            seeded(view_seed(self.seed, self.hashes[i], v))
+        return self.train_transform(image), index
+
+
+def _collate(batch):
+    shapes = {t.shape for t, _ in batch if t.numel()}
+    template = torch.zeros(next(iter(shapes))) if shapes else torch.zeros(0)
+    tensors = [t if t.numel() else template for t, _ in batch]
+    return torch.stack(tensors), torch.tensor([i for _, i in batch])
+
+
+def _checksum(path: Path) -> str:
+    return file_sha256(path)
+
+
+def load_entry(folder: Path, expected_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The memory-mapped features of a complete, intact entry, or None (missing/partial/corrupt)."""
+    meta_path, data_path = folder / "meta.json", folder / "features.npy"
+    if not meta_path.is_file() or not data_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text("utf-8"))
+        if tuple(meta["shape"]) != tuple(expected_shape) or meta["sha256"] != _checksum(data_path):
+            raise ValueError("checksum or shape mismatch")
+        array = np.load(data_path, mmap_mode="r")
+        if array.shape != tuple(expected_shape):
+            raise ValueError("shape mismatch")
+        return array
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("feature cache entry %s is damaged (%s); rebuilding it", folder.name, exc)
+        return None
+
+
+def build_features(
+    *,
+    samples: Sequence[Sample],
+    hashes: Sequence[str],
+    extract: Callable[[torch.Tensor], torch.Tensor],
+    feature_dim: int,
+    eval_transform: Callable,
+    train_transform: Callable | None,
+    views: int,
+    seed: int,
+    folder: Path,
+    batch_size: int,
+    workers: int,
+    draft: tuple[int, int] | None,
+    desc: str,
+) -> np.ndarray:
+    """Compute ``[N, views + 1, D]`` float32 features into ``folder`` and commit the entry."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = (len(samples), views + 1, feature_dim)
+    tmp_path = folder / f".features.{os.getpid()}.npy"
+    out = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.float32, shape=shape)
+    dataset = _ViewDataset(samples, hashes, eval_transform, train_transform, views, seed, draft)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate, shuffle=False
+    )
+    for inputs, indices in progress(loader, total=len(loader), desc=desc):
+        feats = extract(inputs).float().cpu().numpy()
+        rows, cols = np.divmod(indices.numpy(), views + 1)
+        out[rows, cols] = feats
+    out.flush()
+    del out
+    data_path = folder / "features.npy"
+    os.replace(tmp_path, data_path)
+    meta = {"shape": list(shape), "sha256": _checksum(data_path), "format": CACHE_FORMAT}
+    atomic_write_text(folder / "meta.json", json.dumps(meta))
+    return np.load(data_path, mmap_mode="r")
+
+
+def cached_features(key: str, shape: tuple[int, ...], build: Callable[[Path], np.ndarray]):
+    """Return the entry for ``key`` (building it when absent or damaged) and whether it was hit."""
+    folder = cache_dir() / key
+    hit = load_entry(folder, shape)
+    if hit is not None:
+        log.info("feature cache hit: %s", folder)
+        return hit, True
+    (folder / "meta.json").unlink(missing_ok=True)
+    return build(folder), False
+
+
+class CachedFeatureDataset(Dataset):
+    """Training items from cached features: each epoch draws one view per image."""
+
+    def __init__(self, features: np.ndarray, targets: Sequence[int], *, train: bool):
+        self.features = features
+        self.targets = torch.as_tensor(list(targets), dtype=torch.long)
+        self.train = train
+        self.view_choice = np.zeros(len(targets), dtype=np.int64)
+
+    def set_epoch_views(self, generator: np.random.Generator) -> None:
+        if self.train:
+            self.view_choice = generator.integers(0, self.features.shape[1], len(self.targets))
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        view = int(self.view_choice[index]) if self.train else 0
+        return torch.from_numpy(np.array(self.features[index, view])), self.targets[index]
