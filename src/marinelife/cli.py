@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from marinelife import __version__
 from marinelife.errors import MarineLifeError
+from marinelife.logutil import setup_logging
 
 log = logging.getLogger("marinelife")
 
@@ -22,8 +22,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default="two-stage-lite", help="recipe name or YAML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable), e.g. --set epochs=1")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set epochs=1",
+    )
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders")
     p.add_argument("--name", default=None, help="run folder name (default: recipe + timestamp)")
     p.add_argument("--weights", type=Path, default=None, help="backbone weights file")
@@ -90,13 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    if args.quiet:
-        os.environ["MARINELIFE_QUIET"] = "1"
-
-
 def _run(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "check":
@@ -143,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args)
+    setup_logging(verbose=args.verbose, quiet=args.quiet)
     try:
         return _run(args)
     except MarineLifeError as exc:

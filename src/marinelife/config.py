@@ -155,10 +155,14 @@ class TrainConfig:
             raise MarineLifeError(f"config: min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
         if self.finetune_epochs > 0 and self.finetune_lr <= 0:
             raise MarineLifeError("config: finetune_lr must be positive")
+        # Same limits as data/transforms.py, checked here so a bad --set fails before training.
+        for key in ("zoom", "shift"):
+            if not 0.0 <= getattr(self.augment, key) < 1.0:
+                raise MarineLifeError(f"config: augment.{key} must be in [0, 1)")
         low, high = self.augment.brightness
-        if not 0.0 <= low <= high:
+        if not 0.0 < low <= high:
             raise MarineLifeError(
-                f"config: augment.brightness={[low, high]} must satisfy 0 <= low <= high"
+                f"config: augment.brightness={[low, high]} must satisfy 0 < low <= high"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,14 +194,14 @@ def _unknown_key_error(key: str, where: str) -> MarineLifeError:
     return MarineLifeError(f"{where}: unknown config key '{key}'", fix=hint)
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, where: str = "config") -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        return _coerce(value, inner[0], key, where)
     try:
         if tp is bool:
             if isinstance(value, bool):
@@ -231,7 +235,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")
             if not isinstance(value, list | tuple):
                 raise ValueError(value)
-            items = [_coerce(v, args[0], key) for v in value]
+            items = [_coerce(v, args[0], key, where) for v in value]
             if origin is tuple:
                 if len(items) != len(args):
                     raise ValueError(value)
@@ -240,9 +244,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if origin is dict:
             if not isinstance(value, dict):
                 raise ValueError(value)
-            return {str(k): _coerce(v, args[1], key) for k, v in value.items()}
+            return {str(k): _coerce(v, args[1], key, where) for k, v in value.items()}
     except (TypeError, ValueError) as exc:
-        raise MarineLifeError(f"config: {key}={value!r} is not a valid {_type_name(tp)}") from exc
+        raise MarineLifeError(f"{where}: {key}={value!r} is not a valid {_type_name(tp)}") from exc
     return value
 
 
@@ -262,7 +266,7 @@ def _apply(obj: Any, data: dict[str, Any], where: str, prefix: str = "") -> None
                 raise MarineLifeError(f"{where}: '{full}' must be a mapping of its keys")
             _apply(getattr(obj, key), value, where, prefix=full + ".")
         else:
-            setattr(obj, key, _coerce(value, tp, full))
+            setattr(obj, key, _coerce(value, tp, full, where))
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -332,7 +336,9 @@ def resolve_config(
     config = TrainConfig()
     if recipe:
         name, data = load_recipe_data(recipe)
-        _apply(config, data, f"recipe {name}")
+        # Errors name the YAML file the user wrote, or the shipped recipe by name.
+        is_file = Path(recipe).suffix in (".yaml", ".yml")
+        _apply(config, data, recipe if is_file else f"recipe {name}")
         config.recipe = name
     if extra:
         _apply(config, extra, "command line")

@@ -29,7 +29,7 @@ class ImageSampleDataset(Dataset):
         class_to_index: dict[str, int],
         transform: Callable[[np.ndarray], torch.Tensor],
         *,
-        draft_size: int | None = None,
+        draft_size: tuple[int, int] | None = None,
     ):
         self.samples = list(samples)
         self.targets = [class_to_index[s.label] for s in self.samples]
@@ -44,8 +44,7 @@ class ImageSampleDataset(Dataset):
         return len(self.samples)
 
     def load(self, index: int) -> np.ndarray:
-        draft = (self.draft_size, self.draft_size) if self.draft_size else None
-        return load_image_array(self.samples[index].path, draft_size=draft)
+        return load_image_array(self.samples[index].path, draft_size=self.draft_size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         for offset in range(len(self.samples)):

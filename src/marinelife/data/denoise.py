@@ -95,7 +95,7 @@ def apply_denoise(image: np.ndarray, config: DenoiseConfig) -> np.ndarray:
     if config.name == "none":
         return image
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"apply_denoise needs an HxWx3 uint8 array, got {image.shape} {image.dtype}")
+        raise ValueError(f"apply_denoise needs HxWx3 uint8, got {image.shape} {image.dtype}")
     # OpenCV wants C-contiguous memory; a flipped/cropped view is not.
     src = np.ascontiguousarray(image)
     if config.name == "bilateral":

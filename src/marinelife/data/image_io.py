@@ -34,7 +34,7 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
@@ -103,7 +103,7 @@ def load_image(
                 img.draft("RGB", draft_size)
             img.load()
             img = ImageOps.exif_transpose(img) or img
-            rgb = _to_rgb(img)
+            rgb = to_rgb(img)
             rgb.load()
             return rgb
     except ImageDecodeError:

@@ -7,6 +7,7 @@ so class indices never shift because a folder is empty or missing somewhere else
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,13 @@ from marinelife.data.image_io import is_image_path
 from marinelife.errors import MarineLifeError
 
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 EXPECTED_LAYOUT = "expected ROOT/{train,val,test}/CLASS/*.jpg, or ROOT/CLASS/*.jpg to `split`"
 # System folders that never hold classes: macOS zip debris, Synology thumbnails, VCS metadata.
 _SYSTEM_DIRS = {"__macosx", "@eadir", "$recycle.bin", "system volume information"}
@@ -32,7 +39,7 @@ def visible_subdirs(folder: Path) -> list[Path]:
 
 
 def find_images(folder: Path) -> list[Path]:
-    """Every image file under ``folder`` (recursively), skipping hidden files and folders, sorted."""
+    """Every image file under ``folder``, recursively, skipping hidden files and folders; sorted."""
     found = []
     for path in folder.rglob("*"):
         rel_parts = path.relative_to(folder).parts
@@ -92,8 +99,28 @@ class DatasetLayout:
             self.samples(name)
 
 
+def class_name(folder: Path) -> str:
+    """A class folder's label, NFC-normalised so a macOS-zipped (NFD) 'Méduse' matches."""
+    return unicodedata.normalize("NFC", folder.name)
+
+
+def _class_dirs(folder: Path) -> dict[str, Path]:
+    """Class label → folder, sorted by label; two folders with one label are an error."""
+    found: dict[str, Path] = {}
+    for sub in visible_subdirs(folder):
+        name = class_name(sub)
+        if name in found:
+            raise MarineLifeError(
+                f"has two folders for class '{name}' (differently encoded names)",
+                path=folder,
+                fix="merge them into one folder",
+            )
+        found[name] = sub
+    return dict(sorted(found.items()))
+
+
 def _class_images(class_dir: Path) -> list[Sample]:
-    return [Sample(path, class_dir.name) for path in find_images(class_dir)]
+    return [Sample(path, class_name(class_dir)) for path in find_images(class_dir)]
 
 
 def _check_root(root: Path) -> None:
@@ -147,32 +174,32 @@ def _scan_split_layout(root: Path, split_dirs: dict[str, Path]) -> DatasetLayout
     if "train" not in split_dirs:
         raise MarineLifeError("has no train/ folder", path=root, fix=EXPECTED_LAYOUT)
     train_dir = split_dirs["train"]
-    class_dirs = visible_subdirs(train_dir)
+    class_dirs = _class_dirs(train_dir)
     if not class_dirs:
         raise MarineLifeError("contains no class folders", path=train_dir, fix=EXPECTED_LAYOUT)
     splits: dict[str, list[Sample]] = {}
     train_samples = []
-    for class_dir in class_dirs:
+    for name, class_dir in class_dirs.items():
         images = _class_images(class_dir)
         if not images:
             raise MarineLifeError(
-                f"class '{class_dir.name}' has no images",
+                f"class '{name}' has no images",
                 path=class_dir,
                 fix="add images or remove the empty class folder",
             )
         train_samples.extend(images)
-    classes = [d.name for d in class_dirs]
+    classes = list(class_dirs)
     splits["train"] = train_samples
     for split in ("val", "test"):
         if split not in split_dirs:
             continue
         folder = split_dirs[split]
-        present = {d.name: d for d in visible_subdirs(folder)}
+        present = _class_dirs(folder)
         unknown = sorted(set(present) - set(classes))
         if unknown:
             raise MarineLifeError(
                 f"class '{unknown[0]}' is not in the training split",
-                path=folder / unknown[0],
+                path=present[unknown[0]],
                 fix="rename it to a training class or add it to train/",
             )
         items = []

@@ -74,8 +74,10 @@ def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
     elif shape == "crescent":
         draw.ellipse(box, fill=colour)
         shift = radius * 0.5
-        draw.ellipse((box[0] + shift, box[1] - shift / 2, box[2] + shift, box[3] - shift / 2),
-                     fill=img.getpixel((int(min(size - 1, cx + radius)), 0)))
+        draw.ellipse(
+            (box[0] + shift, box[1] - shift / 2, box[2] + shift, box[3] - shift / 2),
+            fill=img.getpixel((int(min(size - 1, cx + radius)), 0)),
+        )
     else:
         raise ValueError(f"unknown synthetic shape {shape!r}")
     # Suspended particles and a little blur, like turbid water.

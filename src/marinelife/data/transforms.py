@@ -123,9 +123,14 @@ class TrainTransform:
             self.pipeline.set_random_seed(seed)
         self._seeded_pid: int | None = None
 
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed the augmentation (e.g. per item and epoch, for worker-count-independent runs)."""
+        self.pipeline.set_random_seed(seed)
+        self._seeded_pid = os.getpid()
+
     def _reseed_in_worker(self) -> None:
-        # Once per worker process: torch gives each worker (and each epoch's fresh workers) a
-        # distinct seed derived from the run's seed, so augmentation stays reproducible.
+        # Once per process, unless someone seeded explicitly: torch gives each worker (and each
+        # epoch's fresh workers) a distinct seed derived from the run's seed.
         pid = os.getpid()
         if self._seeded_pid == pid:
             return

@@ -29,7 +29,9 @@ def classification_metrics(
     top_k = min(5, len(classes) - 1)
     metrics: dict[str, Any] = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
         f"top{top_k}_accuracy": (
             float(top_k_accuracy_score(y_true, probs, k=top_k, labels=labels))
             if top_k >= 2

@@ -35,9 +35,11 @@ def predict_samples(
     workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     dataset = ImageSampleDataset(
-        samples, class_to_index, build_eval_transform(preprocess),
-        draft_size=preprocess.input_size * 2,
-    )  # fmt: skip
+        samples,
+        class_to_index,
+        build_eval_transform(preprocess),
+        draft_size=preprocess.draft_size,
+    )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     channels_last = device.type == "cpu"
     if channels_last:

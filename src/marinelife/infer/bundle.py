@@ -43,7 +43,8 @@ class ModelInfo:
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_VERSION,
             "marinelife_version": self.marinelife_version,
-            "created": self.created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": self.created
+            or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "recipe": self.recipe,
             "architecture": self.architecture,
             "classes": self.classes,
@@ -68,10 +69,14 @@ def head_settings(config: TrainConfig) -> dict[str, Any]:
 
 def _require(data: dict[str, Any], key: str, types: type | tuple[type, ...], path: Path) -> Any:
     value = data.get(key)
-    if not isinstance(value, types) or isinstance(value, bool) and bool not in (
-        types if isinstance(types, tuple) else (types,)
+    if (
+        not isinstance(value, types)
+        or isinstance(value, bool)
+        and bool not in (types if isinstance(types, tuple) else (types,))
     ):
-        raise MarineLifeError(f"model.json field '{key}' is missing or of the wrong type", path=path)
+        raise MarineLifeError(
+            f"model.json field '{key}' is missing or of the wrong type", path=path
+        )
     return value
 
 

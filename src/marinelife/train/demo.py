@@ -28,9 +28,12 @@ def run_demo(data: Path | None, *, runs_dir: Path = Path("runs")) -> Path:
     with tempfile.TemporaryDirectory(prefix="marinelife-demo-") as tmp:
         if data is None:
             data = make_synthetic_dataset(
-                Path(tmp) / "synthetic-shapes", num_classes=6, size=96, seed=0,
+                Path(tmp) / "synthetic-shapes",
+                num_classes=6,
+                size=96,
+                seed=0,
                 counts={"train": 24, "val": 10, "test": 10},
-            )  # fmt: skip
+            )
             print(f"synthetic dataset (6 classes of drawn shapes, not real photos): {data}")
         metrics = train(data, config, run_dir=run_dir)
     minutes = (time.perf_counter() - start) / 60

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,13 +14,14 @@ from sklearn.metrics import f1_score
 from tqdm import tqdm
 
 from marinelife.errors import MarineLifeError
+from marinelife.logutil import progress_enabled
 
 log = logging.getLogger(__name__)
 
 
 def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True):
     """A tqdm bar with ETA on stderr; off with -q, when not a terminal, or under DDP rank > 0."""
-    disable = not enabled or os.environ.get("MARINELIFE_QUIET") == "1"
+    disable = not enabled or not progress_enabled()
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=disable, dynamic_ncols=True)
 
 
@@ -94,7 +94,9 @@ def train_one_epoch(
         total_loss += float(loss.detach()) * batch
         correct += int((logits.detach().argmax(1) == targets).sum())
         seen += batch
-        bar.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
+        bar.set_postfix(
+            loss=f"{total_loss / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}"
+        )
     elapsed = time.perf_counter() - start
     return {
         "loss": total_loss / max(seen, 1) if seen else math.nan,

@@ -41,13 +41,17 @@ def select_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise MarineLifeError("--device cuda requested but no CUDA GPU is available",
-                              fix="use --set device=cpu or device=auto")  # fmt: skip
+        raise MarineLifeError(
+            "--device cuda requested but no CUDA GPU is available",
+            fix="use --set device=cpu or device=auto",
+        )
     if name == "mps" and not (
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     ):
-        raise MarineLifeError("--device mps requested but MPS is not available",
-                              fix="use --set device=cpu or device=auto")  # fmt: skip
+        raise MarineLifeError(
+            "--device mps requested but MPS is not available",
+            fix="use --set device=cpu or device=auto",
+        )
     return torch.device(name)
 
 
@@ -59,26 +63,37 @@ def _run_dir(runs_dir: Path, name: str | None, recipe: str, resume: bool) -> Pat
     run_dir = runs_dir / name
     if resume:
         if not (run_dir / "last.ckpt").exists() and not (run_dir / "last.prev.ckpt").exists():
-            raise MarineLifeError("no last.ckpt to resume from", path=run_dir,
-                                  fix="start a new run without --resume")  # fmt: skip
+            raise MarineLifeError(
+                "no last.ckpt to resume from", path=run_dir, fix="start a new run without --resume"
+            )
     elif run_dir.exists() and any(run_dir.iterdir()):
-        raise MarineLifeError("run folder already exists", path=run_dir,
-                              fix="pass --resume to continue it, or choose another --name")  # fmt: skip
+        raise MarineLifeError(
+            "run folder already exists",
+            path=run_dir,
+            fix="pass --resume to continue it, or choose another --name",
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
+def load_training_layout(data: Path) -> DatasetLayout:
+    """Scan ``data`` and insist on train/ and val/ (test/ optional) before anything is written."""
+    layout = scan_dataset(data)
+    layout.require_splits("train")
+    require_val_split(layout)
+    return layout
+
+
 def train(
-    data: Path,
+    data: Path | DatasetLayout,
     config: TrainConfig,
     *,
     run_dir: Path,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Train ``config`` on ``data`` into ``run_dir``; returns the test metrics (or val if none)."""
-    layout: DatasetLayout = scan_dataset(data)
-    layout.require_splits("train")
-    require_val_split(layout)
+    layout = data if isinstance(data, DatasetLayout) else load_training_layout(data)
+    data = layout.root
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     if config.deterministic:
@@ -88,8 +103,9 @@ def train(
     if resume:
         saved_config = load_config(run_dir / "config.yaml")
         if saved_config.architecture != config.architecture:
-            raise MarineLifeError("config differs from the run being resumed",
-                                  path=run_dir / "config.yaml")  # fmt: skip
+            raise MarineLifeError(
+                "config differs from the run being resumed", path=run_dir / "config.yaml"
+            )
         classes = json.loads((run_dir / "classes.json").read_text("utf-8"))
         if classes != layout.classes:
             raise MarineLifeError("classes differ from the run being resumed", path=data)
@@ -101,9 +117,14 @@ def train(
     save_config(config, run_dir / "config.yaml")
     save_classes(layout.classes, run_dir / "classes.json")
     trainer = Trainer(
-        config=config, model=model, layout=layout, preprocess=preprocess, run_dir=run_dir,
-        stages=plan_stages(config), device=device,
-    )  # fmt: skip
+        config=config,
+        model=model,
+        layout=layout,
+        preprocess=preprocess,
+        run_dir=run_dir,
+        stages=plan_stages(config),
+        device=device,
+    )
     saved = trainer.load_resume_state() if resume else None
     start = time.perf_counter()
     state = trainer.fit(resume=saved)
@@ -124,7 +145,6 @@ def train(
         "num_parameters": sum(p.numel() for p in model.parameters()),
     }
     metrics = write_split_metrics(run_dir, split, samples, targets, probs, layout.classes, extra)
-    trainer.save_best_metrics = None
     _add_test_metrics_to_bundle(run_dir, metrics)
     print_summary(metrics, split)
     return metrics
@@ -134,9 +154,7 @@ def _add_test_metrics_to_bundle(run_dir: Path, metrics: dict[str, Any]) -> None:
     from marinelife.infer.bundle import read_model_info, write_model_json
 
     info, _ = read_model_info(run_dir)
-    info.metrics.update(
-        {f"test_{k}": metrics[k] for k in ("accuracy", "macro_f1") if k in metrics}
-    )
+    info.metrics.update({f"test_{k}": metrics[k] for k in ("accuracy", "macro_f1") if k in metrics})
     write_model_json(info, run_dir)
 
 
@@ -155,10 +173,11 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         config = load_config(config_path)
     else:
         config = resolve_config(args.recipe, args.overrides, extra)
+    layout = load_training_layout(args.data)
     run_dir = _run_dir(args.runs_dir, args.name, config.recipe, args.resume)
     log.info("run folder: %s", run_dir)
     try:
-        metrics = train(args.data, config, run_dir=run_dir, resume=args.resume)
+        metrics = train(layout, config, run_dir=run_dir, resume=args.resume)
     except KeyboardInterrupt:
         print(
             f"interrupted; resume with: marinelife train --data {args.data} "

@@ -1,4 +1,4 @@
-"""The stage plan (fastai's ``fine_tune`` idea): a frozen stage, then optionally a gentle unfreeze."""
+"""The stage plan (fastai's ``fine_tune`` idea): a frozen stage, then optionally an unfreeze."""
 
 from __future__ import annotations
 

@@ -45,9 +45,17 @@ from marinelife.train.stages import RegularizedLoss, Stage, build_optimizer, mon
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = (
-    "stage", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr",
-    "seconds", "train_samples_per_s",
-)  # fmt: skip
+    "stage",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_f1",
+    "lr",
+    "seconds",
+    "train_samples_per_s",
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -104,7 +112,12 @@ class Trainer:
         device: torch.device,
     ):
         self.config, self.model, self.layout = config, model, layout
-        self.preprocess, self.run_dir, self.stages, self.device = preprocess, run_dir, stages, device
+        self.preprocess, self.run_dir, self.stages, self.device = (
+            preprocess,
+            run_dir,
+            stages,
+            device,
+        )
         self.state = RunState()
         self.nonfinite = NonFiniteCounter()
         self.train_samples = layout.samples("train")
@@ -116,7 +129,7 @@ class Trainer:
             if config.augment.enabled
             else self.eval_transform
         )
-        self.draft = (preprocess.input_size * 2, preprocess.input_size * 2)
+        self.draft = preprocess.draft_size  # the same decode scale predict uses
         self.cache_stats: dict[str, Any] = {}
         self._hashes: dict[Path, str] = {}
         self._criterion_weights = self._class_weights()
@@ -158,11 +171,13 @@ class Trainer:
 
     def _image_stage_data(self, stage: Stage) -> StageData:
         train_ds = ImageSampleDataset(
-            self.train_samples, self.class_to_index, self.train_transform,
-            draft_size=self.draft[0],
-        )  # fmt: skip
+            self.train_samples,
+            self.class_to_index,
+            self.train_transform,
+            draft_size=self.draft,
+        )
         val_ds = ImageSampleDataset(
-            self.val_samples, self.class_to_index, self.eval_transform, draft_size=self.draft[0]
+            self.val_samples, self.class_to_index, self.eval_transform, draft_size=self.draft
         )
 
         def on_epoch(seed: int, loader=None) -> None:
@@ -216,17 +231,26 @@ class Trainer:
             key,
             shape,
             lambda folder: fc.build_features(
-                samples=samples, hashes=hashes, extract=extract, feature_dim=dim,
-                eval_transform=self.eval_transform, train_transform=self.train_transform,
-                views=views, seed=self.config.seed, folder=folder,
+                samples=samples,
+                hashes=hashes,
+                extract=extract,
+                feature_dim=dim,
+                eval_transform=self.eval_transform,
+                train_transform=self.train_transform,
+                views=views,
+                seed=self.config.seed,
+                folder=folder,
                 batch_size=max(32, self.config.batch_size),
-                workers=auto_workers(self.config, shape[0] * shape[1]), draft=self.draft,
+                workers=auto_workers(self.config, shape[0] * shape[1]),
+                draft=self.draft,
                 desc=desc,
             ),
-        )  # fmt: skip
+        )
         self.cache_stats[desc] = {
-            "hit": hit, "seconds": round(time.perf_counter() - start, 2), "shape": list(shape),
-        }  # fmt: skip
+            "hit": hit,
+            "seconds": round(time.perf_counter() - start, 2),
+            "shape": list(shape),
+        }
         return features
 
     def _cached_stage_data(self, stage: Stage) -> StageData:
@@ -247,9 +271,12 @@ class Trainer:
         def loader(ds, shuffle):
             drop_last = shuffle and len(ds) % batch == 1
             return DataLoader(
-                ds, batch_size=batch, shuffle=shuffle, drop_last=drop_last,
+                ds,
+                batch_size=batch,
+                shuffle=shuffle,
+                drop_last=drop_last,
                 generator=torch.Generator().manual_seed(self.config.seed),
-            )  # fmt: skip
+            )
 
         return StageData(
             module=self.model.head,
@@ -322,9 +349,12 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def _validate(self, data: StageData) -> dict[str, float]:
         targets, probs = predict_probs(
-            data.module, data.val_loader, device=self.device, desc="val",
+            data.module,
+            data.val_loader,
+            device=self.device,
+            desc="val",
             channels_last=data.channels_last,
-        )  # fmt: skip
+        )
         return validation_metrics(targets, probs, self.config.label_smoothing)
 
     def fit(self, resume: dict[str, Any] | None = None) -> RunState:
@@ -354,13 +384,19 @@ class Trainer:
         trainable = [(n, p) for n, p in data.module.named_parameters() if p.requires_grad]
         log.info(
             "stage %s: %d epochs, lr %g, %s trainable parameters",
-            stage.name, stage.epochs, stage.lr, f"{trainable_count:,}",
-        )  # fmt: skip
+            stage.name,
+            stage.epochs,
+            stage.lr,
+            f"{trainable_count:,}",
+        )
         optimizer = build_optimizer(trainable, config, stage.lr)
         scheduler = build_scheduler(
-            optimizer, epochs=stage.epochs, steps_per_epoch=len(data.train_loader),
-            warmup_epochs=stage.warmup_epochs, min_ratio=config.min_lr_ratio,
-        )  # fmt: skip
+            optimizer,
+            epochs=stage.epochs,
+            steps_per_epoch=len(data.train_loader),
+            warmup_epochs=stage.warmup_epochs,
+            min_ratio=config.min_lr_ratio,
+        )
         criterion = RegularizedLoss(
             config.label_smoothing,
             l2=config.head_l2 if config.head == "mlp" else 0.0,
@@ -374,8 +410,7 @@ class Trainer:
             # A later stage must beat what the earlier one achieved on its own monitor.
             baseline = self._validate(data)
             st.best_stage_value = _monitor_value(stage.monitor, baseline)
-            log.info("stage %s starts from %s=%.4f", stage.name, stage.monitor,
-                     st.best_stage_value)  # fmt: skip
+            log.info("stage %s starts from %s=%.4f", stage.name, stage.monitor, st.best_stage_value)
         else:
             st.best_stage_value = None
         if data.channels_last:
@@ -389,21 +424,33 @@ class Trainer:
                 data.on_epoch(epoch_seed)
             start = time.perf_counter()
             train = train_one_epoch(
-                data.module, data.train_loader, optimizer, scheduler, criterion,
-                device=self.device, epoch_label=label, global_step=st.global_step,
-                skip_nonfinite=config.skip_nonfinite, nonfinite=self.nonfinite,
-                prepare_model=data.prepare, channels_last=data.channels_last,
-            )  # fmt: skip
+                data.module,
+                data.train_loader,
+                optimizer,
+                scheduler,
+                criterion,
+                device=self.device,
+                epoch_label=label,
+                global_step=st.global_step,
+                skip_nonfinite=config.skip_nonfinite,
+                nonfinite=self.nonfinite,
+                prepare_model=data.prepare,
+                channels_last=data.channels_last,
+            )
             st.global_step += train["steps"]
             val = self._validate(data)
             row = {
-                "stage": stage.name, "epoch": len(st.history) + 1,
-                "train_loss": round(train["loss"], 5), "train_acc": round(train["acc"], 5),
-                "val_loss": round(val["loss"], 5), "val_acc": round(val["acc"], 5),
-                "val_f1": round(val["f1"], 5), "lr": optimizer.param_groups[0]["lr"],
+                "stage": stage.name,
+                "epoch": len(st.history) + 1,
+                "train_loss": round(train["loss"], 5),
+                "train_acc": round(train["acc"], 5),
+                "val_loss": round(val["loss"], 5),
+                "val_acc": round(val["acc"], 5),
+                "val_f1": round(val["f1"], 5),
+                "lr": optimizer.param_groups[0]["lr"],
                 "seconds": round(time.perf_counter() - start, 2),
                 "train_samples_per_s": round(train["samples_per_s"], 1),
-            }  # fmt: skip
+            }
             st.history.append(row)
             value = _monitor_value(stage.monitor, val)
             improved = monitor_improved(stage.monitor, value, st.best_stage_value)
@@ -411,8 +458,14 @@ class Trainer:
                 st.best_stage_value, st.bad_epochs = value, 0
                 st.best_value = value
                 st.best_epoch_label = label
-                self.save_best({"val_loss": val["loss"], "val_acc": val["acc"],
-                                "val_macro_f1": val["f1"], "epoch": label})  # fmt: skip
+                self.save_best(
+                    {
+                        "val_loss": val["loss"],
+                        "val_acc": val["acc"],
+                        "val_macro_f1": val["f1"],
+                        "epoch": label,
+                    }
+                )
             else:
                 st.bad_epochs += 1
             st.epoch = epoch + 1
@@ -420,19 +473,28 @@ class Trainer:
             self._save_last(optimizer, scheduler)
             log.info(
                 "%s  train loss %.4f acc %.3f | val loss %.4f acc %.3f f1 %.3f%s  (%.1fs)",
-                label, train["loss"], train["acc"], val["loss"], val["acc"], val["f1"],
-                "  *best" if improved else "", row["seconds"],
-            )  # fmt: skip
+                label,
+                train["loss"],
+                train["acc"],
+                val["loss"],
+                val["acc"],
+                val["f1"],
+                "  *best" if improved else "",
+                row["seconds"],
+            )
             if stage.patience and st.bad_epochs >= stage.patience:
-                log.info("early stopping: no %s improvement for %d epochs",
-                         stage.monitor, stage.patience)  # fmt: skip
+                log.info(
+                    "early stopping: no %s improvement for %d epochs", stage.monitor, stage.patience
+                )
                 break
         if self.nonfinite.skipped:
             log.warning("skipped %d non-finite steps", self.nonfinite.skipped)
 
 
 def _monitor_value(monitor: str, metrics: dict[str, float]) -> float:
-    return {"val_acc": metrics["acc"], "val_loss": metrics["loss"], "val_f1": metrics["f1"]}[monitor]
+    return {"val_acc": metrics["acc"], "val_loss": metrics["loss"], "val_f1": metrics["f1"]}[
+        monitor
+    ]
 
 
 def _plain(obj: Any) -> Any:

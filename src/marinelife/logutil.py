@@ -1,0 +1,28 @@
+"""Logging set-up shared by every command; progress bars follow the log level."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+LOGGER_NAME = "marinelife"
+
+
+def setup_logging(*, verbose: bool = False, quiet: bool = False) -> None:
+    """INFO by default, DEBUG with -v, WARNING with -q; idempotent across repeated CLI calls."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    if not any(getattr(h, "_marinelife", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._marinelife = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def progress_enabled() -> bool:
+    """Progress bars unless -q was given or MARINELIFE_QUIET=1 is set in the environment."""
+    if os.environ.get("MARINELIFE_QUIET", "") not in ("", "0"):
+        return False
+    return logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO)

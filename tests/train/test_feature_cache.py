@@ -1,0 +1,116 @@
+"""Feature cache: keyed on everything that changes the numbers, self-checking, exact."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from marinelife.config import resolve_config
+from marinelife.data.preprocess import preprocess_config_for_model
+from marinelife.data.scan import scan_dataset
+from marinelife.data.transforms import build_eval_transform
+from marinelife.models import build_classifier
+from marinelife.train import feature_cache as fc
+from marinelife.train.stages import plan_stages
+from marinelife.train.trainer import Trainer
+
+BASE = {
+    "image_hashes": ["a" * 64, "b" * 64],
+    "backbone": "tf_efficientnet_lite0",
+    "weights_sha": "w1",
+    "preprocess": {"input_size": 224, "denoise": {"name": "none", "params": {}}},
+    "augment": {"rotation": 25.0, "hflip": True},
+    "views": 2,
+    "seed": 42,
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"image_hashes": ["a" * 64, "c" * 64]},
+        {"backbone": "tf_efficientnet_lite1"},
+        {"weights_sha": "w2"},
+        {"preprocess": {"input_size": 240, "denoise": {"name": "none", "params": {}}}},
+        {"preprocess": {"input_size": 224, "denoise": {"name": "bilateral", "params": {}}}},
+        {"augment": {"rotation": 20.0, "hflip": True}},
+        {"views": 3},
+        {"seed": 1},
+    ],
+)
+def test_cache_key_changes_with_every_input(change):
+    assert fc.cache_key(**{**BASE, **change}) != fc.cache_key(**BASE)
+
+
+def test_cache_key_is_stable():
+    assert fc.cache_key(**BASE) == fc.cache_key(**dict(BASE))
+    # Without augmented views, augmentation settings and the seed cannot matter.
+    clean = {**BASE, "views": 0}
+    assert fc.cache_key(**clean) == fc.cache_key(**{**clean, "augment": {"x": 1}, "seed": 7})
+
+
+def _trainer(tiny_dataset, tmp_path):
+    config = resolve_config(
+        "two-stage-lite",
+        ["input_size=32", "feature_cache_views=1", "workers=0"],
+        {"pretrained": False},
+    )
+    layout = scan_dataset(tiny_dataset)
+    model = build_classifier(config, len(layout.classes))
+    pre = preprocess_config_for_model(model.backbone, input_size=32)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    return Trainer(
+        config=config,
+        model=model,
+        layout=layout,
+        preprocess=pre,
+        run_dir=run_dir,
+        stages=plan_stages(config),
+        device=torch.device("cpu"),
+    )
+
+
+def test_cached_clean_view_equals_full_forward(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    trainer = _trainer(tiny_dataset, tmp_path)
+    samples = trainer.val_samples[:6]
+    feats = trainer._features(samples, views=1, desc="t")
+    assert feats.shape == (6, 2, trainer.model.num_features)
+    transform = build_eval_transform(trainer.preprocess)
+    from marinelife.data.image_io import load_image_array
+
+    batch = torch.stack([transform(load_image_array(s.path)) for s in samples])
+    trainer.model.eval()
+    with torch.no_grad():
+        direct = trainer.model.forward_features_pooled(batch).numpy()
+    assert np.allclose(feats[:, 0], direct, atol=1e-4)
+    assert not np.allclose(feats[:, 1], feats[:, 0])  # the augmented view differs
+
+
+def test_cache_is_reused_and_damage_is_rebuilt(tiny_dataset, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    trainer = _trainer(tiny_dataset, tmp_path)
+    samples = trainer.train_samples[:5]
+    first = np.array(trainer._features(samples, views=1, desc="a"))
+    assert trainer.cache_stats["a"]["hit"] is False
+    again = np.array(trainer._features(samples, views=1, desc="b"))
+    assert trainer.cache_stats["b"]["hit"] is True
+    assert np.array_equal(first, again)
+    (entry,) = [p for p in fc.cache_dir().iterdir()]
+    data = entry / "features.npy"
+    raw = bytearray(data.read_bytes())
+    raw[-8:] = b"\x7f" * 8  # corrupt the last value
+    data.write_bytes(bytes(raw))
+    rebuilt = np.array(trainer._features(samples, views=1, desc="c"))
+    assert trainer.cache_stats["c"]["hit"] is False
+    assert np.allclose(rebuilt, first, atol=1e-5)
+    assert "damaged" in caplog.text
+    # A partial entry (data without its meta.json commit marker) is never used.
+    (entry / "meta.json").unlink()
+    trainer._features(samples, views=1, desc="d")
+    assert trainer.cache_stats["d"]["hit"] is False
+    assert json.loads((entry / "meta.json").read_text())["shape"] == [5, 2, 1280]

@@ -1,0 +1,173 @@
+"""Every recipe end to end on tiny data; resume; two-stage freezing; the run-folder contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tree_digest
+from marinelife.cli import main
+from marinelife.config import available_recipes
+
+# Shrink any recipe to seconds: 1 epoch per stage, 32 px inputs, random init, no cache reuse.
+TINY = ["epochs=1", "input_size=32", "batch_size=8", "feature_cache_views=1", "workers=0"]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+
+
+def _train(data: Path, runs: Path, recipe: str, name: str, *extra: str) -> int:
+    sets = [arg for pair in TINY for arg in ("--set", pair)]
+    return main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--recipe",
+            recipe,
+            "--name",
+            name,
+            "--runs-dir",
+            str(runs),
+            "--no-pretrained",
+            "-q",
+            *sets,
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", available_recipes())
+def test_every_recipe_runs_end_to_end(recipe, tiny_dataset, tmp_path, capsys):
+    before = tree_digest(tiny_dataset)
+    extra = ["--set", "finetune_epochs=1"] if "two-stage" in recipe else []
+    assert _train(tiny_dataset, tmp_path / "runs", recipe, "r", *extra) == 0
+    run = tmp_path / "runs" / "r"
+    for name in (
+        "config.yaml",
+        "classes.json",
+        "metrics.csv",
+        "best.safetensors",
+        "model.json",
+        "last.ckpt",
+        "test_metrics.json",
+    ):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert set(metrics["per_class"]) == set(json.loads((run / "classes.json").read_text()))
+    assert len(metrics["confusion_matrix"]) == 4
+    assert "macro_f1" in metrics
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "precision" in out
+    assert tree_digest(tiny_dataset) == before
+
+
+def test_two_stage_freezes_then_unfreezes_top(tiny_dataset, tmp_path):
+    from marinelife.config import resolve_config
+    from marinelife.data.preprocess import preprocess_config_for_model
+    from marinelife.data.scan import scan_dataset
+    from marinelife.models import build_classifier
+    from marinelife.train.stages import plan_stages
+    from marinelife.train.trainer import Trainer
+
+    config = resolve_config(
+        "two-stage",
+        TINY + ["finetune_epochs=1", "finetune_fraction=0.35", "feature_cache=false"],
+        {"pretrained": False},
+    )
+    layout = scan_dataset(tiny_dataset)
+    model = build_classifier(config, len(layout.classes))
+    pre = preprocess_config_for_model(model.backbone, input_size=32)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trainer = Trainer(
+        config=config,
+        model=model,
+        layout=layout,
+        preprocess=pre,
+        run_dir=run_dir,
+        stages=plan_stages(config),
+        device=torch.device("cpu"),
+    )
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer._run_stage(trainer.stages[0], None)
+    after_head = {k: v.clone() for k, v in model.state_dict().items()}
+    changed = {k for k in initial if not torch.equal(initial[k], after_head[k])}
+    assert changed and all(k.startswith("head.") for k in changed), sorted(changed)[:5]
+    trainer.state.stage_index = 1
+    trainer.state.epoch = 0
+    trainer._run_stage(trainer.stages[1], None)
+    final = model.state_dict()
+    changed2 = {k for k in final if not torch.equal(after_head[k], final[k])}
+    backbone_changed = {k for k in changed2 if k.startswith("backbone.")}
+    assert backbone_changed, "stage 2 must train part of the backbone"
+    assert "backbone.conv_stem.weight" not in backbone_changed  # bottom stays frozen
+    # Frozen BatchNorm layers keep their running statistics while the top fine-tunes.
+    frozen_bn_stats = [k for k in backbone_changed if "running_" in k and "blocks.0." in k]
+    assert not frozen_bn_stats
+
+
+def test_resume_gives_same_weights_as_uninterrupted(tiny_dataset, tmp_path, monkeypatch):
+    sets = ["--set", "epochs=3", "--set", "feature_cache=false", "--set", "augment.rotation=10"]
+    runs = tmp_path / "runs"
+    assert _train(tiny_dataset, runs, "two-stage-lite", "full", *sets) == 0
+
+    import marinelife.train.trainer as trainer_mod
+
+    real = trainer_mod.train_one_epoch
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "train_one_epoch", interrupted)
+    assert _train(tiny_dataset, runs, "two-stage-lite", "cut", *sets) == 130
+    monkeypatch.setattr(trainer_mod, "train_one_epoch", real)
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tiny_dataset),
+                "--name",
+                "cut",
+                "--runs-dir",
+                str(runs),
+                "--resume",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    full = torch.load(runs / "full" / "last.ckpt", weights_only=True)["model"]
+    resumed = torch.load(runs / "cut" / "last.ckpt", weights_only=True)["model"]
+    for key in full:
+        assert torch.allclose(full[key].float(), resumed[key].float(), atol=1e-6), key
+    a = load_file(runs / "full" / "best.safetensors")
+    b = load_file(runs / "cut" / "best.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_existing_run_folder_is_refused(tiny_dataset, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    (runs / "taken").mkdir(parents=True)
+    (runs / "taken" / "keep.txt").write_text("mine")
+    assert _train(tiny_dataset, runs, "two-stage-lite", "taken") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (runs / "taken" / "keep.txt").read_text() == "mine"
+
+
+def test_flat_folder_says_to_split_first(flat_dataset, tmp_path, capsys):
+    assert _train(flat_dataset, tmp_path / "runs", "two-stage-lite", "x") == 2
+    assert "marinelife split" in capsys.readouterr().err
