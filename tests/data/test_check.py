@@ -178,13 +178,16 @@ def test_layout_problems_are_reported_not_raised(photos: Path, capsys) -> None:
     (photos / "train/octopus").mkdir()
     shutil.rmtree(photos / "val/eel")
     (photos / "train/readme.txt").write_text("hi")
+    shutil.copyfile(photos / "val/fish/fish_val_000.jpg", photos / "train/loose.jpg")
+    (photos / "test/fish/notes.txt").write_text("hi")
     code, report = check_json(photos, capsys)
     assert code == 1
     kinds = {(p["kind"], p["path"]) for p in report["problems"]}
     assert ("empty-class", "train/octopus") in kinds
     assert ("missing-class", "val/eel") in kinds
     assert report["ignored_files"] == [
-        {"path": "train/readme.txt", "reason": "not inside a class folder"}
+        {"path": "train/loose.jpg", "reason": "image not inside a class folder"},
+        {"path": "test/fish/notes.txt", "reason": "not an image file type"},
     ]
 
 
@@ -237,3 +240,11 @@ def test_near_duplicates_need_both_tests() -> None:
     far_hash = np.array([0, 2**64 - 1, 5], dtype=np.uint64)
     assert len(hashing.near_duplicate_pairs(far_hash, thumbs)) == 0  # nor thumbnails alone
     assert hashing.near_duplicate_pairs(same_hash, thumbs).tolist() == [[0, 1]]
+
+
+def test_popcount_fallback_matches_numpy(monkeypatch) -> None:
+    values = np.random.default_rng(0).integers(0, 2**63, 50, dtype=np.uint64) * np.uint64(2)
+    expected = [bin(int(v)).count("1") for v in values]
+    assert hashing._popcount(values).tolist() == expected
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    assert hashing._popcount(values).tolist() == expected

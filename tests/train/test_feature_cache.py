@@ -77,8 +77,8 @@ def _trainer(tiny_dataset, tmp_path):
 def test_cached_clean_view_equals_full_forward(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
     trainer = _trainer(tiny_dataset, tmp_path)
-    samples = trainer.val_samples[:6]
-    feats = trainer._features(samples, views=1, desc="t")
+    samples = trainer.data.val_samples[:6]
+    feats = trainer.data.features(samples, views=1, desc="t")
     assert feats.shape == (6, 2, trainer.model.num_features)
     transform = build_eval_transform(trainer.preprocess)
     from marinelife.data.image_io import load_image_array
@@ -94,23 +94,23 @@ def test_cached_clean_view_equals_full_forward(tiny_dataset, tmp_path, monkeypat
 def test_cache_is_reused_and_damage_is_rebuilt(tiny_dataset, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
     trainer = _trainer(tiny_dataset, tmp_path)
-    samples = trainer.train_samples[:5]
-    first = np.array(trainer._features(samples, views=1, desc="a"))
-    assert trainer.cache_stats["a"]["hit"] is False
-    again = np.array(trainer._features(samples, views=1, desc="b"))
-    assert trainer.cache_stats["b"]["hit"] is True
+    samples = trainer.data.train_samples[:5]
+    first = np.array(trainer.data.features(samples, views=1, desc="a"))
+    assert trainer.data.cache_stats["a"]["hit"] is False
+    again = np.array(trainer.data.features(samples, views=1, desc="b"))
+    assert trainer.data.cache_stats["b"]["hit"] is True
     assert np.array_equal(first, again)
     (entry,) = [p for p in fc.cache_dir().iterdir()]
     data = entry / "features.npy"
     raw = bytearray(data.read_bytes())
     raw[-8:] = b"\x7f" * 8  # corrupt the last value
     data.write_bytes(bytes(raw))
-    rebuilt = np.array(trainer._features(samples, views=1, desc="c"))
-    assert trainer.cache_stats["c"]["hit"] is False
+    rebuilt = np.array(trainer.data.features(samples, views=1, desc="c"))
+    assert trainer.data.cache_stats["c"]["hit"] is False
     assert np.allclose(rebuilt, first, atol=1e-5)
     assert "damaged" in caplog.text
     # A partial entry (data without its meta.json commit marker) is never used.
     (entry / "meta.json").unlink()
-    trainer._features(samples, views=1, desc="d")
-    assert trainer.cache_stats["d"]["hit"] is False
+    trainer.data.features(samples, views=1, desc="d")
+    assert trainer.data.cache_stats["d"]["hit"] is False
     assert json.loads((entry / "meta.json").read_text())["shape"] == [5, 2, 1280]

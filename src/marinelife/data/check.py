@@ -18,7 +18,6 @@ from marinelife.data.scan import (
     SPLIT_ALIASES,
     SPLITS,
     is_hidden,
-    visible_subdirs,
 )
 from marinelife.errors import MarineLifeError
 
@@ -130,10 +129,15 @@ def _collect_class(inv: Inventory, class_dir: Path, split: str) -> int:
     return count
 
 
-def _loose_files(inv: Inventory, folder: Path) -> None:
+def _subdirs(folder: Path) -> list[Path]:
+    return [p for p in _list_dir(folder) if p.is_dir() and not is_hidden(p)]
+
+
+def _loose_images(inv: Inventory, folder: Path) -> None:
+    # Other loose files (README, manifest.csv, split.csv) are normal metadata, not worth a mention.
     for path in _list_dir(folder):
-        if path.is_file() and not is_hidden(path):
-            inv.ignored.append((path, "not inside a class folder"))
+        if path.is_file() and is_image_path(path):
+            inv.ignored.append((path, "image not inside a class folder"))
 
 
 def discover(root: str | Path) -> Inventory:
@@ -144,22 +148,22 @@ def discover(root: str | Path) -> Inventory:
     """
     root = Path(root).expanduser()
     _check_root(root)
-    subdirs = [p for p in _list_dir(root) if p.is_dir() and not is_hidden(p)]
+    subdirs = _subdirs(root)
     split_dirs = _split_dirs(root, subdirs)
     if not split_dirs:
         inv = Inventory(root, flat=True, splits=["all"], classes=[])
-        _loose_files(inv, root)
+        _loose_images(inv, root)
         for class_dir in subdirs:
             _collect_class(inv, class_dir, "all")
         inv.classes = sorted({d.name for d in subdirs})
     else:
         splits = [s for s in SPLITS if s in split_dirs]
         inv = Inventory(root, flat=False, splits=splits, classes=[])
-        _loose_files(inv, root)
+        _loose_images(inv, root)
         names: dict[str, set[str]] = {}
         for split in splits:
-            _loose_files(inv, split_dirs[split])
-            class_dirs = visible_subdirs(split_dirs[split])
+            _loose_images(inv, split_dirs[split])
+            class_dirs = _subdirs(split_dirs[split])
             names[split] = {d.name for d in class_dirs}
             for class_dir in class_dirs:
                 _collect_class(inv, class_dir, split)
@@ -214,8 +218,10 @@ def build_report(inv: Inventory, records: list[FileRecord], *, min_size: int) ->
             problems.append(Problem(TOO_SMALL, entry.path, message, entry.split, entry.label))
     problems.sort(key=lambda p: _rel(p.path, root))
     imbalance = {}
+    # Classes with no readable image anywhere are reported as layout problems, not as imbalance.
+    real = [c for c in inv.classes if any(counts[s][c] for s in inv.splits)]
     for split in inv.splits:
-        values = [counts[split][c] for c in inv.classes]
+        values = [counts[split][c] for c in real]
         imbalance[split] = round(max(values) / min(values), 2) if values and min(values) else None
     groups = []
     for k, group in enumerate(duplicate_groups(records), start=1):
@@ -276,6 +282,10 @@ def format_count_table(counts: dict[str, dict[str, int]], classes: list[str]) ->
     return lines
 
 
+def _plural(n: int, noun: str, tail: str = "") -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}{tail}" if n else ""
+
+
 def format_report(report: dict) -> str:
     """The terminal rendering of :func:`build_report`'s dictionary."""
     s = report["summary"]
@@ -315,6 +325,8 @@ def format_report(report: dict) -> str:
                 tags.append("LEAKAGE " + "+".join(g["splits"]))
             if g["conflicting_labels"]:
                 tags.append("CONFLICTING LABELS " + " / ".join(g["classes"]))
+            if not (g["leakage"] or g["conflicting_labels"]):
+                tags.append("same split and class: not a problem")
             lines.append(f"  group {g['id']} [{', '.join(tags)}]")
             lines.extend(f"    {m['path']}" for m in g["members"])
         if len(groups) > _MAX_LISTED:
@@ -325,23 +337,21 @@ def format_report(report: dict) -> str:
         names = ", ".join(f["path"] for f in report["ignored_files"][:5])
         more = len(report["ignored_files"]) - 5
         lines.append(
-            f"Ignored {len(report['ignored_files'])} non-image or loose files: {names}"
-            + (f", ... {more} more" if more > 0 else "")
+            f"Ignored {len(report['ignored_files'])} files (not images, or outside class folders): "
+            f"{names}" + (f", ... {more} more" if more > 0 else "")
         )
     lines.append("")
     if report["ok"]:
         lines.append("OK: no problems found.")
     else:
         parts = [
-            f"{s['bad_files']} bad files" if s["bad_files"] else "",
-            f"{s['too_small']} too small" if s["too_small"] else "",
-            f"{s['layout_problems']} layout problems" if s["layout_problems"] else "",
-            f"{s['leakage_groups']} duplicate groups leaking across splits"
-            if s["leakage_groups"] else "",
-            f"{s['conflicting_label_groups']} duplicate groups with conflicting labels"
-            if s["conflicting_label_groups"] else "",
-        ]  # fmt: skip
-        lines.append(f"{s['problems']} problems: " + ", ".join(p for p in parts if p) + ".")
+            _plural(s["bad_files"], "bad file"),
+            _plural(s["too_small"], "too-small image"),
+            _plural(s["layout_problems"], "layout problem"),
+            _plural(s["leakage_groups"], "duplicate group", " leaking across splits"),
+            _plural(s["conflicting_label_groups"], "duplicate group", " with conflicting labels"),
+        ]
+        lines.append(f"{_plural(s['problems'], 'problem')}: " + ", ".join(p for p in parts if p))
     return "\n".join(lines)
 
 

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from marinelife.data.check import ImageEntry, discover, format_count_table
+from marinelife.data.check import (
+    EMPTY_CLASS,
+    UNREADABLE_FOLDER,
+    ImageEntry,
+    discover,
+    format_count_table,
+)
 from marinelife.data.hashing import FileRecord, analyze_files, duplicate_components
 from marinelife.data.scan import SPLITS
 from marinelife.errors import MarineLifeError
@@ -119,7 +125,10 @@ def plan_split(
     plan = []
     for i, (entry, rec) in enumerate(zip(entries, records)):
         if not rec.ok:
-            plan.append(Assignment(entry, rec, None, None, f"{rec.problem}: {rec.message}"))
+            reason = rec.message
+            if not reason.startswith(str(rec.problem)):
+                reason = f"{rec.problem}: {reason}"
+            plan.append(Assignment(entry, rec, None, None, reason))
             continue
         gid = group_of[i]
         if gid in conflicting:
@@ -158,6 +167,8 @@ def _check_class_sizes(plan: list[Assignment], src: Path, active: list[str]) -> 
     for a in plan:
         if a.split is not None:
             have.setdefault(a.entry.label, Counter())[a.split] += 1
+    for label in sorted({a.entry.label for a in plan} - set(have)):
+        log.warning("class '%s' has no usable images and is left out of the split", label)
     short = sorted(c for c, n in have.items() if any(n[s] == 0 for s in active))
     if short:
         names = ", ".join(f"'{c}' ({sum(have[c].values())})" for c in short[:5])
@@ -233,6 +244,13 @@ def _write(
         if dst.exists():
             dst.rmdir()  # checked empty before; rename cannot replace a folder otherwise
         tmp.rename(dst)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise MarineLifeError(
+            f"cannot write the split ({exc.strerror or exc})",
+            path=dst,
+            fix="check free space and permissions there",
+        ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -262,18 +280,20 @@ def run_split(
     inv = discover(src)
     check_destination(dst, src)
     for problem in inv.layout_problems:
-        log.warning("%s: %s (skipped)", problem.path, problem.message)
+        # Pooling makes missing or val/test-only classes harmless; empty or unreadable ones are not.
+        if problem.kind in (EMPTY_CLASS, UNREADABLE_FOLDER):
+            log.warning("%s: %s (skipped)", problem.path, problem.message)
     entries = sorted(inv.images, key=lambda e: e.path.relative_to(src).as_posix())
     records = analyze_files([e.path for e in entries], desc="split: reading images")
     plan = plan_split(entries, records, val=val, test=test, seed=seed)
     active = [s for s, f in (("train", 1.0), ("val", val), ("test", test)) if f > 0]
     _check_class_sizes(plan, src, active)
     _write(plan, _dest_names(plan), src, dst, mode)
-    _print_summary(plan, dst, active)
+    _print_summary(plan, src, dst, active)
     return dst
 
 
-def _print_summary(plan: list[Assignment], dst: Path, active: list[str]) -> None:
+def _print_summary(plan: list[Assignment], src: Path, dst: Path, active: list[str]) -> None:
     counts = {s: Counter() for s in SPLITS if s in active}
     for a in plan:
         if a.split is not None:
@@ -290,7 +310,7 @@ def _print_summary(plan: list[Assignment], dst: Path, active: list[str]) -> None
     if left_out:
         lines.append(f"Left out {len(left_out)} files (listed in {dst / 'excluded.csv'}):")
         for a in left_out[:20]:
-            lines.append(f"  {a.entry.path}: {a.reason}")
+            lines.append(f"  {a.entry.path.relative_to(src).as_posix()}: {a.reason}")
         if len(left_out) > 20:
             lines.append(f"  ... {len(left_out) - 20} more")
     print("\n".join(lines))

@@ -139,7 +139,7 @@ def train(
         "train_seconds": round(train_seconds, 1),
         "best_epoch": state.best_epoch_label,
         "skipped_nonfinite_steps": trainer.nonfinite.skipped,
-        "feature_cache": trainer.cache_stats,
+        "feature_cache": trainer.data.cache_stats,
         "recipe": config.recipe,
         "architecture": config.architecture,
         "num_parameters": sum(p.numel() for p in model.parameters()),

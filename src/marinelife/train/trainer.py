@@ -15,17 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from marinelife.config import TrainConfig
-from marinelife.data.dataset import ImageSampleDataset
 from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import DatasetLayout
-from marinelife.data.transforms import build_eval_transform, build_train_transform
 from marinelife.errors import MarineLifeError
 from marinelife.infer.bundle import WEIGHTS_FILE, ModelInfo, write_model_json
-from marinelife.models import frozen_batchnorm_eval, head_l2_parameters, set_trainable
-from marinelife.train import feature_cache as fc
+from marinelife.models import head_l2_parameters, set_trainable
 from marinelife.train.checkpoint import (
     atomic_write_text,
     load_training_state,
@@ -41,6 +37,7 @@ from marinelife.train.engine import (
     validation_metrics,
 )
 from marinelife.train.schedule import build_scheduler
+from marinelife.train.stage_data import StageData, StageDataBuilder
 from marinelife.train.stages import RegularizedLoss, Stage, build_optimizer, monitor_improved
 
 log = logging.getLogger(__name__)
@@ -62,28 +59,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def auto_workers(config: TrainConfig, n_items: int) -> int:
-    if config.workers >= 0:
-        return config.workers
-    if n_items < 256:
-        return 0  # worker start-up costs more than it saves on tiny sets
-    import os
-
-    return max(1, min(4, (os.cpu_count() or 2)))
-
-
-@dataclass
-class StageData:
-    """What one stage trains on: full images through the model, or cached features into the head."""
-
-    module: torch.nn.Module
-    train_loader: DataLoader
-    val_loader: DataLoader
-    channels_last: bool
-    prepare: Any = None
-    on_epoch: Any = None  # called with the epoch seed before each training epoch
 
 
 @dataclass
@@ -120,176 +95,10 @@ class Trainer:
         )
         self.state = RunState()
         self.nonfinite = NonFiniteCounter()
-        self.train_samples = layout.samples("train")
-        self.val_samples = layout.samples("val")
-        self.class_to_index = layout.class_to_index
-        self.eval_transform = build_eval_transform(preprocess)
-        self.train_transform = (
-            build_train_transform(config.augment, preprocess)
-            if config.augment.enabled
-            else self.eval_transform
+        self.data = StageDataBuilder(
+            config=config, model=model, layout=layout, preprocess=preprocess, device=device
         )
-        self.draft = preprocess.draft_size  # the same decode scale predict uses
-        self.cache_stats: dict[str, Any] = {}
-        self._hashes: dict[Path, str] = {}
-        self._criterion_weights = self._class_weights()
-
-    # ------------------------------------------------------------------ data for a stage
-    def _class_weights(self) -> torch.Tensor | None:
-        if self.config.class_weights != "balanced":
-            return None
-        counts = np.bincount(
-            [self.class_to_index[s.label] for s in self.train_samples],
-            minlength=len(self.layout.classes),
-        ).astype(np.float64)
-        weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
-        return torch.tensor(weights, dtype=torch.float32)
-
-    def _loader(self, dataset, *, shuffle: bool, batch_size: int | None = None) -> DataLoader:
-        batch_size = batch_size or self.config.batch_size
-        workers = auto_workers(self.config, len(dataset))
-        # A last batch of one breaks BatchNorm1d in the head; drop it only in that case.
-        drop_last = shuffle and len(dataset) % batch_size == 1
-        generator = torch.Generator().manual_seed(self.config.seed)
-        sampler = None
-        if shuffle and self.config.sampler == "balanced":
-            targets = np.asarray(dataset.targets)
-            freq = np.bincount(targets, minlength=len(self.layout.classes))
-            weights = 1.0 / np.maximum(freq[targets], 1)
-            sampler = torch.utils.data.WeightedRandomSampler(
-                weights.tolist(), len(targets), replacement=True, generator=generator
-            )
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            num_workers=workers,
-            generator=generator,
-            drop_last=drop_last,
-        )
-
-    def _image_stage_data(self, stage: Stage) -> StageData:
-        train_ds = ImageSampleDataset(
-            self.train_samples,
-            self.class_to_index,
-            self.train_transform,
-            draft_size=self.draft,
-        )
-        val_ds = ImageSampleDataset(
-            self.val_samples, self.class_to_index, self.eval_transform, draft_size=self.draft
-        )
-
-        def on_epoch(seed: int, loader=None) -> None:
-            train_ds.epoch_seed = seed
-
-        return StageData(
-            module=self.model,
-            train_loader=self._loader(train_ds, shuffle=True),
-            val_loader=self._loader(val_ds, shuffle=False),
-            channels_last=self.device.type == "cpu",
-            prepare=frozen_batchnorm_eval,
-            on_epoch=on_epoch,
-        )
-
-    def _hashes_for(self, samples) -> list[str]:
-        for s in samples:
-            if s.path not in self._hashes:
-                self._hashes[s.path] = fc.file_sha256(s.path)
-        return [self._hashes[s.path] for s in samples]
-
-    def _features(self, samples, *, views: int, desc: str) -> np.ndarray:
-        backbone = self.model.backbone
-        weights_sha = getattr(backbone, "marinelife_weights", {}).get("sha256", "random")
-        if weights_sha == "random":
-            weights_sha = "random-" + str(self.config.seed)
-        hashes = self._hashes_for(samples)
-        key = fc.cache_key(
-            image_hashes=hashes,
-            backbone=self.config.architecture,
-            weights_sha=weights_sha,
-            preprocess=self.preprocess.to_dict(),
-            augment=_plain(self.config.augment),
-            views=views,
-            seed=self.config.seed,
-        )
-        dim = self.model.num_features
-        shape = (len(samples), views + 1, dim)
-        backbone.eval()
-        if self.device.type == "cpu":
-            backbone.to(memory_format=torch.channels_last)
-
-        @torch.inference_mode()
-        def extract(inputs: torch.Tensor) -> torch.Tensor:
-            inputs = inputs.to(self.device)
-            if self.device.type == "cpu":
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            return self.model.forward_features_pooled(inputs)
-
-        start = time.perf_counter()
-        features, hit = fc.cached_features(
-            key,
-            shape,
-            lambda folder: fc.build_features(
-                samples=samples,
-                hashes=hashes,
-                extract=extract,
-                feature_dim=dim,
-                eval_transform=self.eval_transform,
-                train_transform=self.train_transform,
-                views=views,
-                seed=self.config.seed,
-                folder=folder,
-                batch_size=max(32, self.config.batch_size),
-                workers=auto_workers(self.config, shape[0] * shape[1]),
-                draft=self.draft,
-                desc=desc,
-            ),
-        )
-        self.cache_stats[desc] = {
-            "hit": hit,
-            "seconds": round(time.perf_counter() - start, 2),
-            "shape": list(shape),
-        }
-        return features
-
-    def _cached_stage_data(self, stage: Stage) -> StageData:
-        views = self.config.feature_cache_views if self.config.augment.enabled else 0
-        train_feats = self._features(self.train_samples, views=views, desc="features train")
-        val_feats = self._features(self.val_samples, views=0, desc="features val")
-        train_ds = fc.CachedFeatureDataset(
-            train_feats, [self.class_to_index[s.label] for s in self.train_samples], train=True
-        )
-        val_ds = fc.CachedFeatureDataset(
-            val_feats, [self.class_to_index[s.label] for s in self.val_samples], train=False
-        )
-        batch = self.config.batch_size
-
-        def on_epoch(seed: int) -> None:
-            train_ds.set_epoch_views(np.random.default_rng(seed))
-
-        def loader(ds, shuffle):
-            drop_last = shuffle and len(ds) % batch == 1
-            return DataLoader(
-                ds,
-                batch_size=batch,
-                shuffle=shuffle,
-                drop_last=drop_last,
-                generator=torch.Generator().manual_seed(self.config.seed),
-            )
-
-        return StageData(
-            module=self.model.head,
-            train_loader=loader(train_ds, True),
-            val_loader=loader(val_ds, False),
-            channels_last=False,
-            on_epoch=on_epoch,
-        )
-
-    def stage_data(self, stage: Stage) -> StageData:
-        if stage.backbone_fraction == 0.0 and self.config.feature_cache:
-            return self._cached_stage_data(stage)
-        return self._image_stage_data(stage)
+        self._criterion_weights = self.data.class_weights()
 
     # ------------------------------------------------------------------ files
     def _write_metrics_csv(self) -> None:
@@ -380,7 +189,7 @@ class Trainer:
     def _run_stage(self, stage: Stage, resume: dict[str, Any] | None) -> None:
         st, config = self.state, self.config
         trainable_count = set_trainable(self.model, train_backbone_fraction=stage.backbone_fraction)
-        data = self.stage_data(stage)
+        data = self.data.stage_data(stage)
         trainable = [(n, p) for n, p in data.module.named_parameters() if p.requires_grad]
         log.info(
             "stage %s: %d epochs, lr %g, %s trainable parameters",
@@ -495,12 +304,6 @@ def _monitor_value(monitor: str, metrics: dict[str, float]) -> float:
     return {"val_acc": metrics["acc"], "val_loss": metrics["loss"], "val_f1": metrics["f1"]}[
         monitor
     ]
-
-
-def _plain(obj: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
 def require_val_split(layout: DatasetLayout) -> None:
