@@ -228,6 +228,10 @@ def test_hashing_library_functions(planted: Path) -> None:
     for group in groups:
         assert [paths[i] for i in group.indices] == list(group.paths)
     assert sum(g.exact for g in groups) == 2
+    ids = hashing.group_ids(paths)
+    assert len(set(ids)) == len(paths) - sum(len(g.indices) - 1 for g in groups)
+    for group in groups:
+        assert len({ids[i] for i in group.indices}) == 1
 
 
 def test_near_duplicates_need_both_tests() -> None:

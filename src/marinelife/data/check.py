@@ -13,12 +13,7 @@ from pathlib import Path
 
 from marinelife.data.hashing import FileRecord, analyze_files, duplicate_groups
 from marinelife.data.image_io import is_image_path
-from marinelife.data.scan import (
-    EXPECTED_LAYOUT,
-    SPLIT_ALIASES,
-    SPLITS,
-    is_hidden,
-)
+from marinelife.data.scan import EXPECTED_LAYOUT, SPLIT_ALIASES, SPLITS, is_hidden
 from marinelife.errors import MarineLifeError
 
 TOO_SMALL = "too-small"

@@ -278,3 +278,22 @@ def find_duplicate_groups(
     ``indices`` refer to positions in ``paths`` (e.g. to keep a group inside one CV fold).
     """
     return duplicate_groups(analyze_files(paths, workers=workers, desc="hashing images"))
+
+
+def group_ids(paths: Sequence[str | Path], *, workers: int | None = None) -> list[int]:
+    """A duplicate-group id per path: the ``groups=`` of sklearn's (Stratified)GroupKFold.
+
+    Copies share an id; every other file, unreadable ones included, gets an id of its own.
+    """
+    records = analyze_files(paths, workers=workers, desc="hashing images")
+    ids = [-1] * len(records)
+    components = duplicate_components(records)
+    for gid, comp in enumerate(components):
+        for i in comp:
+            ids[i] = gid
+    next_id = len(components)
+    for i, gid in enumerate(ids):
+        if gid < 0:
+            ids[i] = next_id
+            next_id += 1
+    return ids

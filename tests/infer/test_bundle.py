@@ -1,0 +1,81 @@
+"""The model bundle: safetensors + validated model.json, no pickle, clear version errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from marinelife.config import TrainConfig
+from marinelife.data.preprocess import preprocess_config_for_model
+from marinelife.errors import MarineLifeError
+from marinelife.infer.bundle import (
+    ModelInfo,
+    head_settings,
+    load_bundle,
+    read_model_info,
+    write_model_json,
+)
+from marinelife.models import build_classifier
+from marinelife.train.checkpoint import save_weights
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    config = TrainConfig(architecture="mobilenetv2_050", pretrained=False, head="mlp",
+                         head_hidden=[16], head_dropout=[0.1])  # fmt: skip
+    model = build_classifier(config, 3).eval()
+    pre = preprocess_config_for_model(model.backbone, input_size=32)
+    save_weights(model.state_dict(), tmp_path / "best.safetensors")
+    info = ModelInfo(architecture=config.architecture, classes=["a", "b", "c"], preprocess=pre,
+                     head=head_settings(config))  # fmt: skip
+    write_model_json(info, tmp_path)
+    return tmp_path, model
+
+
+def test_round_trip_gives_identical_predictions(bundle):
+    folder, model = bundle
+    x = torch.randn(2, 3, 32, 32)
+    reloaded, info = load_bundle(folder)
+    assert info.classes == ["a", "b", "c"]
+    with torch.no_grad():
+        assert torch.equal(model(x), reloaded(x))
+    # The bundle loads from the json path and from the weights path too.
+    assert read_model_info(folder / "model.json")[0].architecture == "mobilenetv2_050"
+    assert read_model_info(folder / "best.safetensors")[0].classes == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"format_version": 99}, "newer"),
+        ({"format": "something-else"}, "not a marinelife"),
+        ({"classes": "abc"}, "classes"),
+        ({"classes": []}, "classes"),
+        ({"weights": "../../etc/passwd"}, "weights"),
+        ({"preprocess": {"input_size": "huge"}}, "preprocess"),
+        ({"head": {"head": "mlp"}}, "head"),
+        ({"architecture": 5}, "architecture"),
+    ],
+)
+def test_hostile_or_newer_model_json_is_refused(bundle, edit, message):
+    folder, _ = bundle
+    data = json.loads((folder / "model.json").read_text())
+    data.update(edit)
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(MarineLifeError, match=message):
+        load_bundle(folder)
+
+
+def test_missing_or_mismatched_weights_are_named(bundle):
+    folder, _ = bundle
+    torch.save({"x": 1}, folder / "other.pth")
+    save_weights({"w": torch.ones(2)}, folder / "best.safetensors")
+    with pytest.raises(MarineLifeError, match="do not match"):
+        load_bundle(folder)
+    (folder / "best.safetensors").unlink()
+    with pytest.raises(MarineLifeError, match="not found"):
+        load_bundle(folder)
+    with pytest.raises(MarineLifeError, match="does not exist"):
+        load_bundle(folder / "nope")
