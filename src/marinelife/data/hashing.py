@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from marinelife.data.image_io import load_image
 from marinelife.errors import ImageDecodeError
+from marinelife.logutil import progress_enabled
 
 PHASH_MAX_DISTANCE = 14
 THUMB_SIZE = 16
@@ -165,7 +166,7 @@ def default_workers() -> int:
 
 
 def progress_disabled() -> bool:
-    return os.environ.get("MARINELIFE_QUIET", "") not in ("", "0")
+    return not progress_enabled()
 
 
 def analyze_files(
