@@ -87,6 +87,7 @@ class TrainConfig:
     finetune_patience: int = 0
     finetune_monitor: str = "val_acc"
     finetune_warmup_epochs: float = 0.0
+    finetune_batchnorm: bool = False  # False: backbone BatchNorm stays frozen (eval mode)
     # run
     seed: int = 42
     deterministic: bool = False
@@ -94,6 +95,9 @@ class TrainConfig:
     threads: int = 0  # 0: torch default
     feature_cache: bool = True
     feature_cache_views: int = 4  # augmented views cached per image (plus one clean view)
+    boundary_cache_mb: int = (
+        4096  # fine-tuning: cache activations at the freeze boundary up to this
+    )
     class_weights: str = "none"  # none | balanced
     sampler: str = "default"  # default | balanced
     device: str = "auto"

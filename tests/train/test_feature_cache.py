@@ -114,3 +114,34 @@ def test_cache_is_reused_and_damage_is_rebuilt(tiny_dataset, tmp_path, monkeypat
     trainer.data.features(samples, views=1, desc="d")
     assert trainer.data.cache_stats["d"]["hit"] is False
     assert json.loads((entry / "meta.json").read_text())["shape"] == [5, 2, 1280]
+
+
+@pytest.mark.parametrize("architecture", ["tf_efficientnet_lite0", "mobilenetv2_050", "resnet18"])
+@pytest.mark.parametrize("fraction", [0.2, 0.5])
+def test_boundary_split_equals_full_forward(architecture, fraction):
+    from marinelife.config import TrainConfig
+    from marinelife.models import set_trainable
+    from marinelife.train.boundary_cache import split_for_finetune
+
+    config = TrainConfig(architecture=architecture, pretrained=False)
+    model = build_classifier(config, 3).eval()
+    split = split_for_finetune(model, fraction, 64)
+    assert split is not None
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(split.top(split.bottom(x)), model(x), atol=1e-5)
+    # The top holds exactly the parameters set_trainable unfreezes (plus the head).
+    set_trainable(model, train_backbone_fraction=fraction)
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for p in split.top.parameters()} == trainable
+
+
+def test_finetune_stage_trains_on_boundary_cache(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    trainer = _trainer(tiny_dataset, tmp_path)
+    stage = plan_stages(trainer.config)[1]
+    data = trainer.data.stage_data(stage)
+    assert "boundary train" in trainer.data.cache_stats
+    inputs, _ = next(iter(data.train_loader))
+    assert inputs.dim() == 4  # activations, not images or pooled features
+    assert data.module(inputs).shape == (inputs.shape[0], 4)

@@ -34,12 +34,18 @@ class ModelInfo:
     weights: str = WEIGHTS_FILE
     metrics: dict[str, Any] = field(default_factory=dict)
     rejection: dict[str, Any] = field(default_factory=dict)
+    # Set on exported bundles: format, opset, quantization, source weights digest, verification.
+    export: dict[str, Any] = field(default_factory=dict)
     recipe: str = "custom"
     marinelife_version: str = __version__
     created: str = ""
 
+    @property
+    def is_onnx(self) -> bool:
+        return self.weights.endswith(".onnx")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_VERSION,
             "marinelife_version": self.marinelife_version,
@@ -54,6 +60,9 @@ class ModelInfo:
             "metrics": self.metrics,
             "rejection": self.rejection,
         }
+        if self.export:
+            data["export"] = self.export
+        return data
 
     def model_config(self) -> TrainConfig:
         """A TrainConfig carrying just what is needed to rebuild the network."""
@@ -122,6 +131,7 @@ def parse_model_json(data: Any, path: Path) -> ModelInfo:
         weights=weights,
         metrics=data.get("metrics") if isinstance(data.get("metrics"), dict) else {},
         rejection=data.get("rejection") if isinstance(data.get("rejection"), dict) else {},
+        export=data.get("export") if isinstance(data.get("export"), dict) else {},
         recipe=str(data.get("recipe", "custom")),
         marinelife_version=str(data.get("marinelife_version", "")),
         created=str(data.get("created", "")),
@@ -163,6 +173,12 @@ def load_bundle(model: Path):
     from marinelife.models import build_classifier
 
     info, folder = read_model_info(model)
+    if info.is_onnx:
+        raise MarineLifeError(
+            "is an exported ONNX bundle; PyTorch cannot load it",
+            path=folder / info.weights,
+            fix="use the ONNX Runtime backend (--backend onnx), or pass the run folder",
+        )
     network = build_classifier(info.model_config(), len(info.classes), pretrained=False)
     weights_path = folder / info.weights
     state = load_weights(weights_path)

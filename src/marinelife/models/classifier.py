@@ -98,10 +98,15 @@ def build_classifier(
     return Classifier(backbone, head, num_features)
 
 
-def set_trainable(model: Classifier, *, train_backbone_fraction: float) -> int:
+def set_trainable(
+    model: Classifier, *, train_backbone_fraction: float, train_batchnorm: bool = True
+) -> int:
     """Freeze all but the head and the top ``train_backbone_fraction`` of the backbone's blocks.
 
-    0.0: head only; 1.0: everything. Returns the number of trainable parameters.
+    0.0: head only; 1.0: everything. ``train_batchnorm=False`` keeps every backbone BatchNorm
+    frozen (and so in eval mode, with its ImageNet statistics) even inside unfrozen blocks, which
+    is what keeps small-data fine-tuning from wrecking a good head. Returns the number of
+    trainable parameters.
     """
     fraction = float(train_backbone_fraction)
     if not 0.0 <= fraction <= 1.0:
@@ -116,6 +121,10 @@ def set_trainable(model: Classifier, *, train_backbone_fraction: float) -> int:
         count = max(1, math.ceil(fraction * len(blocks) - 1e-9))
         for block in blocks[-count:]:
             block.requires_grad_(True)
+    if not train_batchnorm:
+        for module in model.backbone.modules():
+            if isinstance(module, _BatchNorm):
+                module.requires_grad_(False)
     model.train(model.training)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

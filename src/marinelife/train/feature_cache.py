@@ -137,7 +137,7 @@ def build_features(
     samples: Sequence[Sample],
     hashes: Sequence[str],
     extract: Callable[[torch.Tensor], torch.Tensor],
-    feature_dim: int,
+    item_shape: tuple[int, ...],
     eval_transform: Callable,
     train_transform: Callable | None,
     views: int,
@@ -148,9 +148,9 @@ def build_features(
     draft: tuple[int, int] | None,
     desc: str,
 ) -> np.ndarray:
-    """Compute ``[N, views + 1, D]`` float32 features into ``folder`` and commit the entry."""
+    """Compute ``[N, views + 1, *item_shape]`` float32 outputs into ``folder``, then commit."""
     folder.mkdir(parents=True, exist_ok=True)
-    shape = (len(samples), views + 1, feature_dim)
+    shape = (len(samples), views + 1, *item_shape)
     tmp_path = folder / f".features.{os.getpid()}.npy"
     out = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.float32, shape=shape)
     dataset = _ViewDataset(samples, hashes, eval_transform, train_transform, views, seed, draft)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,10 @@ from marinelife.data.scan import DatasetLayout
 from marinelife.data.transforms import build_eval_transform, build_train_transform
 from marinelife.models import Classifier, frozen_batchnorm_eval
 from marinelife.train import feature_cache as fc
+from marinelife.train.boundary_cache import split_for_finetune
 from marinelife.train.stages import Stage
+
+log = logging.getLogger(__name__)
 
 
 def auto_workers(config: TrainConfig, n_items: int) -> int:
@@ -133,33 +139,44 @@ class StageDataBuilder:
                 self._hashes[s.path] = fc.file_sha256(s.path)
         return [self._hashes[s.path] for s in samples]
 
-    def features(self, samples, *, views: int, desc: str) -> np.ndarray:
+    def features(
+        self,
+        samples,
+        *,
+        views: int,
+        desc: str,
+        extract_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        item_shape: tuple[int, ...] | None = None,
+        part_sha: str | None = None,
+    ) -> np.ndarray:
+        """Cached ``[N, views + 1, *item_shape]`` outputs of ``extract_fn`` (default: the frozen
+        backbone's pooled features) for the clean view and ``views`` augmented views."""
         backbone = self.model.backbone
-        weights_sha = getattr(backbone, "marinelife_weights", {}).get("sha256", "random")
-        if weights_sha == "random":
-            weights_sha = "random-" + str(self.config.seed)
+        weights_sha = part_sha or getattr(backbone, "marinelife_weights", {}).get("sha256", "")
         hashes = self._hashes_for(samples)
         key = fc.cache_key(
             image_hashes=hashes,
-            backbone=self.config.architecture,
+            backbone=self.config.architecture + ("" if part_sha is None else ":boundary"),
             weights_sha=weights_sha,
             preprocess=self.preprocess.to_dict(),
             augment=dataclasses.asdict(self.config.augment),
             views=views,
             seed=self.config.seed,
         )
-        dim = self.model.num_features
-        shape = (len(samples), views + 1, dim)
-        backbone.eval()
-        if self.device.type == "cpu":
+        extract_fn = extract_fn or self.model.forward_features_pooled
+        item_shape = item_shape or (self.model.num_features,)
+        shape = (len(samples), views + 1, *item_shape)
+        self.model.eval()
+        channels_last = self.device.type == "cpu"
+        if channels_last:
             backbone.to(memory_format=torch.channels_last)
 
         @torch.inference_mode()
         def extract(inputs: torch.Tensor) -> torch.Tensor:
             inputs = inputs.to(self.device)
-            if self.device.type == "cpu":
+            if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            return self.model.forward_features_pooled(inputs)
+            return extract_fn(inputs).contiguous()
 
         start = time.perf_counter()
         features, hit = fc.cached_features(
@@ -169,7 +186,7 @@ class StageDataBuilder:
                 samples=samples,
                 hashes=hashes,
                 extract=extract,
-                feature_dim=dim,
+                item_shape=item_shape,
                 eval_transform=self.eval_transform,
                 train_transform=self.train_transform,
                 views=views,
@@ -188,10 +205,10 @@ class StageDataBuilder:
         }
         return features
 
-    def _cached_stage_data(self, stage: Stage) -> StageData:
-        views = self.config.feature_cache_views if self.config.augment.enabled else 0
-        train_feats = self.features(self.train_samples, views=views, desc="features train")
-        val_feats = self.features(self.val_samples, views=0, desc="features val")
+    def _views(self) -> int:
+        return self.config.feature_cache_views if self.config.augment.enabled else 0
+
+    def _cached_data(self, module, train_feats, val_feats, *, prepare=None) -> StageData:
         train_ds = fc.CachedFeatureDataset(
             train_feats, [self.class_to_index[s.label] for s in self.train_samples], train=True
         )
@@ -214,14 +231,49 @@ class StageDataBuilder:
             )
 
         return StageData(
-            module=self.model.head,
+            module=module,
             train_loader=loader(train_ds, True),
             val_loader=loader(val_ds, False),
             channels_last=False,
+            prepare=prepare,
             on_epoch=on_epoch,
         )
 
+    def _head_stage_data(self) -> StageData:
+        train_feats = self.features(self.train_samples, views=self._views(), desc="features train")
+        val_feats = self.features(self.val_samples, views=0, desc="features val")
+        return self._cached_data(self.model.head, train_feats, val_feats)
+
+    def _boundary_stage_data(self, stage: Stage) -> StageData | None:
+        size = self.preprocess.input_size
+        split = split_for_finetune(self.model, stage.backbone_fraction, size)
+        if split is None:
+            return None
+        item_shape = split.activation_shape
+        n_items = len(self.train_samples) * (self._views() + 1) + len(self.val_samples)
+        needed_mb = n_items * math.prod(item_shape) * 4 / 2**20
+        if needed_mb > self.config.boundary_cache_mb:
+            log.info(
+                "boundary cache would need %.0f MB (> boundary_cache_mb=%d); full forward pass",
+                needed_mb,
+                self.config.boundary_cache_mb,
+            )
+            return None
+        sha = split.bottom_sha256()
+        common = {"extract_fn": split.bottom, "item_shape": item_shape, "part_sha": sha}
+        train_acts = self.features(
+            self.train_samples, views=self._views(), desc="boundary train", **common
+        )
+        val_acts = self.features(self.val_samples, views=0, desc="boundary val", **common)
+        self.cache_stats["boundary"] = {"megabytes": round(needed_mb, 1), "shape": item_shape}
+        return self._cached_data(split.top, train_acts, val_acts, prepare=frozen_batchnorm_eval)
+
     def stage_data(self, stage: Stage) -> StageData:
-        if stage.backbone_fraction == 0.0 and self.config.feature_cache:
-            return self._cached_stage_data(stage)
+        if self.config.feature_cache and stage.backbone_fraction == 0.0:
+            return self._head_stage_data()
+        if self.config.feature_cache and 0.0 < stage.backbone_fraction < 1.0:
+            # Exact: everything below the boundary is frozen, so its BatchNorm is in eval mode.
+            data = self._boundary_stage_data(stage)
+            if data is not None:
+                return data
         return self._image_stage_data(stage)

@@ -18,6 +18,7 @@ class Stage:
     monitor: str
     patience: int
     warmup_epochs: float
+    train_batchnorm: bool = True
 
 
 def plan_stages(config: TrainConfig) -> list[Stage]:
@@ -41,6 +42,7 @@ def plan_stages(config: TrainConfig) -> list[Stage]:
                 monitor=config.finetune_monitor,
                 patience=config.finetune_patience,
                 warmup_epochs=config.finetune_warmup_epochs,
+                train_batchnorm=config.finetune_batchnorm,
             )
         )
     return stages

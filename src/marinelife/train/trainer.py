@@ -188,7 +188,11 @@ class Trainer:
 
     def _run_stage(self, stage: Stage, resume: dict[str, Any] | None) -> None:
         st, config = self.state, self.config
-        trainable_count = set_trainable(self.model, train_backbone_fraction=stage.backbone_fraction)
+        trainable_count = set_trainable(
+            self.model,
+            train_backbone_fraction=stage.backbone_fraction,
+            train_batchnorm=stage.train_batchnorm,
+        )
         data = self.data.stage_data(stage)
         trainable = [(n, p) for n, p in data.module.named_parameters() if p.requires_grad]
         log.info(

@@ -1,0 +1,341 @@
+"""Run a bundle on images: PyTorch or ONNX Runtime behind one interface, batched, top-k, rejection.
+
+Every input goes through :func:`~marinelife.data.preprocess.load_and_preprocess`, the function
+training evaluation uses, so predict, serve and export checks can never drift from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from scipy.special import softmax
+
+from marinelife.data.preprocess import load_and_preprocess
+from marinelife.errors import ImageDecodeError, MarineLifeError
+from marinelife.infer.bundle import ModelInfo, load_bundle, read_model_info
+from marinelife.infer.rejection import UNKNOWN, accept_mask, rejection_scores, validate_rejection
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnx")
+TTA_MODES = ("flip",)
+EXPORT_SUBDIR = "export"
+
+
+class Backend(Protocol):
+    name: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """NCHW float32 batch → float32 logits ``(N, C)``."""
+        ...
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        # channels_last is ~1.7x faster for these CNNs on CPU (oneDNN's preferred layout).
+        self.channels_last = self.device.type == "cpu"
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.eval().to(self.device, memory_format=memory_format)
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x).float().cpu().numpy()
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, path: Path | bytes, *, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        source = path if isinstance(path, bytes) else str(path)
+        try:
+            self.session = ort.InferenceSession(
+                source, options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
+            where = "<memory>" if isinstance(path, bytes) else path
+            raise MarineLifeError(f"cannot load ONNX model ({exc})", path=where) from exc
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        # A static-batch export (no --dynamic-batch) accepts exactly that many images per run.
+        self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        step = self.fixed_batch or len(batch)
+        outs = [
+            self.session.run(None, {self.input_name: batch[i : i + step]})[0]
+            for i in range(0, len(batch), max(step, 1))
+        ]
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+
+@dataclass
+class Prediction:
+    """One image's result; ``label`` is the top-1 class or ``unknown`` when rejected."""
+
+    label: str
+    confidence: float
+    top_k: list[tuple[str, float]]
+    rejected: bool
+    scores: dict[str, float]
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "top_k": [{"label": c, "probability": round(p, 6)} for c, p in self.top_k],
+            "rejected": self.rejected,
+            "scores": {k: round(v, 6) for k, v in self.scores.items()},
+        }
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Predictor:
+    backend: Backend
+    info: ModelInfo
+    reject: bool = True
+    tta: str | None = None
+    model_id: str = ""
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.tta not in (None, "none", *TTA_MODES):
+            raise MarineLifeError(f"--tta {self.tta!r} is not one of {', '.join(TTA_MODES)}")
+        if self.tta == "none":
+            self.tta = None
+        validate_rejection(self.info.rejection, self.source or "model.json")
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    @property
+    def rejection(self) -> dict[str, Any] | None:
+        return self.info.rejection if self.reject and self.info.rejection else None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        *,
+        backend: str = "auto",
+        device: str = "cpu",
+        reject: bool = True,
+        tta: str | None = None,
+        threads: int = 0,
+    ) -> Predictor:
+        """A run folder, a bundle (folder, model.json, weights) or an exported ``.onnx``.
+
+        ``auto``: ONNX Runtime when given an ONNX bundle, else PyTorch. ``onnx`` on a PyTorch
+        bundle uses ``RUN/export/model.onnx`` when it was exported from these exact weights,
+        otherwise exports (and verifies) one in a temporary folder.
+        """
+        if backend not in BACKENDS:
+            raise MarineLifeError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        info, folder = read_model_info(Path(model))
+        weights = folder / info.weights
+        if not weights.is_file():
+            raise MarineLifeError("weights file not found", path=weights)
+        notes: list[str] = []
+        if info.is_onnx:
+            if backend == "torch":
+                raise MarineLifeError(
+                    "is an ONNX export; the torch backend needs the run folder",
+                    path=weights,
+                    fix="use --backend onnx, or pass the run folder with best.safetensors",
+                )
+            engine: Backend = OnnxBackend(weights, threads=threads)
+            source = weights
+        elif backend == "onnx":
+            engine, source, info, note = _onnx_for_torch_bundle(folder, info, threads)
+            notes.append(note)
+        else:
+            network, info = load_bundle(folder / info.weights)
+            engine, source = TorchBackend(network, device), weights
+        if threads > 0 and engine.name == "torch":
+            torch.set_num_threads(threads)
+        if reject and not info.rejection:
+            notes.append("model.json has no rejection threshold: no prediction will be 'unknown'")
+        return cls(
+            engine,
+            info,
+            reject=reject,
+            tta=tta,
+            model_id=file_digest(source)[:12],
+            source=str(source),
+            notes=notes,
+        )
+
+    # ------------------------------------------------------------------ inference
+    def logits(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Logits for a preprocessed NCHW batch; ``tta="flip"`` averages with the mirror image."""
+        x = batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch, np.float32)
+        if self.tta == "flip":
+            n = len(x)
+            both = self.backend(np.concatenate([x, x[..., ::-1]]))
+            return (both[:n] + both[n:]) / 2.0
+        return self.backend(x)
+
+    def predict_batch(
+        self, batch: np.ndarray | torch.Tensor, *, top_k: int = 3, paths: Sequence[str] = ()
+    ) -> list[Prediction]:
+        logits = self.logits(batch)
+        return self.from_logits(logits, top_k=top_k, paths=paths)
+
+    def from_logits(
+        self, logits: np.ndarray, *, top_k: int = 3, paths: Sequence[str] = ()
+    ) -> list[Prediction]:
+        probs = softmax(np.asarray(logits, dtype=np.float64), axis=1)
+        scores = rejection_scores(logits)
+        keep = accept_mask(logits, self.rejection)
+        k = max(1, min(top_k, len(self.classes)))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        results = []
+        for i, row in enumerate(order):
+            top = [(self.classes[j], float(probs[i, j])) for j in row]
+            results.append(
+                Prediction(
+                    label=top[0][0] if keep[i] else UNKNOWN,
+                    confidence=top[0][1],
+                    top_k=top,
+                    rejected=not bool(keep[i]),
+                    scores={name: float(values[i]) for name, values in scores.items()},
+                    path=paths[i] if i < len(paths) else "",
+                )
+            )
+        return results
+
+    def preprocess(self, source: str | Path | bytes, **load_kwargs: Any) -> np.ndarray:
+        """One image file or bytes → the ``3xSxS`` float32 network input."""
+        return load_and_preprocess(source, self.info.preprocess, **load_kwargs).numpy()
+
+    def predict_files(
+        self,
+        paths: Iterable[Path],
+        *,
+        top_k: int = 3,
+        batch_size: int = 16,
+        workers: int = 0,
+    ) -> Iterator[tuple[Path, Prediction | ImageDecodeError]]:
+        """Yield ``(path, Prediction)`` in order, or ``(path, error)`` for an unreadable file."""
+        workers = workers or min(4, os.cpu_count() or 1)
+        paths = list(paths)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # Decoding the next batch overlaps inference on this one (PIL releases the GIL).
+            pending = None
+            for start in range(0, len(paths), max(batch_size, 1)):
+                chunk = paths[start : start + batch_size]
+                future = [pool.submit(self._safe_preprocess, p) for p in chunk]
+                if pending is not None:
+                    yield from self._finish(*pending, top_k=top_k)
+                pending = (chunk, future)
+            if pending is not None:
+                yield from self._finish(*pending, top_k=top_k)
+
+    def _safe_preprocess(self, path: Path) -> np.ndarray | ImageDecodeError:
+        try:
+            return self.preprocess(path)
+        except ImageDecodeError as exc:
+            return exc
+
+    def _finish(self, chunk, futures, *, top_k: int):
+        loaded = [f.result() for f in futures]
+        good = [i for i, x in enumerate(loaded) if not isinstance(x, ImageDecodeError)]
+        preds = (
+            self.predict_batch(
+                np.stack([loaded[i] for i in good]),
+                top_k=top_k,
+                paths=[str(chunk[i]) for i in good],
+            )
+            if good
+            else []
+        )
+        by_index = dict(zip(good, preds))
+        for i, path in enumerate(chunk):
+            yield path, by_index.get(i, loaded[i])
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` and ``predict --format json`` report about the model."""
+        info = self.info
+        return {
+            "id": self.model_id,
+            "architecture": info.architecture,
+            "classes": info.classes,
+            "backend": self.backend.name,
+            "preprocess": info.preprocess.to_dict(),
+            "metrics": info.metrics,
+            "rejection": info.rejection if self.reject else {},
+            "recipe": info.recipe,
+            "created": info.created,
+            "marinelife_version": info.marinelife_version,
+            "export": info.export,
+        }
+
+
+def _onnx_for_torch_bundle(
+    folder: Path, info: ModelInfo, threads: int
+) -> tuple[Backend, Path, ModelInfo, str]:
+    from marinelife.infer.export import export_onnx
+
+    weights = folder / info.weights
+    digest = file_digest(weights)
+    exported = folder / EXPORT_SUBDIR / "model.onnx"
+    if exported.is_file():
+        try:
+            export_info, _ = read_model_info(exported)
+        except MarineLifeError:
+            export_info = None
+        fresh = export_info is not None and (
+            export_info.export.get("source_sha256") == digest
+            and export_info.classes == info.classes
+        )
+        if fresh:
+            return (
+                OnnxBackend(exported, threads=threads),
+                exported,
+                export_info,
+                f"using {exported}",
+            )
+    with tempfile.TemporaryDirectory(prefix="marinelife-onnx-") as tmp:
+        report = export_onnx(folder, Path(tmp), quiet=True)
+        engine = OnnxBackend(report.path.read_bytes(), threads=threads)
+        export_info, _ = read_model_info(report.path)
+    note = (
+        f"exported {weights} to ONNX in memory (max |Δp| {report.max_abs_diff:.1e}); "
+        f"`marinelife export {folder}` saves it for faster start-up"
+    )
+    return engine, weights, export_info, note

@@ -1,0 +1,169 @@
+""""None of these": reject predictions whose score falls below a threshold calibrated on val.
+
+Two scores, both "higher = more like the training data":
+
+- ``max_softmax``: the top-1 probability (Hendrycks & Gimpel, 2017);
+- ``energy``: ``logsumexp(logits)``, the negative free energy (Liu et al., 2020), which does not
+  saturate the way softmax does and usually separates out-of-distribution photos better.
+
+The threshold is the score that keeps a chosen fraction (the true-positive rate, default 95 %) of
+the validation images: in-distribution photos are rejected about 5 % of the time, anything scoring
+lower than that is reported as ``unknown``. The result is stored in ``model.json``'s
+``rejection`` field so predict and serve apply exactly what training calibrated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import logsumexp, softmax
+
+from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
+from marinelife.data.scan import DatasetLayout, Sample
+from marinelife.errors import MarineLifeError
+
+log = logging.getLogger(__name__)
+
+SCORES = ("max_softmax", "energy")
+DEFAULT_TPR = 0.95
+UNKNOWN = "unknown"
+
+
+def rejection_scores(logits: np.ndarray) -> dict[str, np.ndarray]:
+    """Both scores for a batch of logits ``(N, C)``; float64 so thresholds compare exactly."""
+    z = np.asarray(logits, dtype=np.float64)
+    return {"max_softmax": softmax(z, axis=1).max(axis=1), "energy": logsumexp(z, axis=1)}
+
+
+def threshold_at_tpr(scores: np.ndarray, tpr: float = DEFAULT_TPR) -> float:
+    """The largest threshold that still accepts (score >= t) at least ``tpr`` of ``scores``."""
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    if scores.size == 0:
+        raise MarineLifeError("cannot calibrate rejection on an empty validation split")
+    if not 0.0 < tpr <= 1.0:
+        raise MarineLifeError(f"rejection TPR must be in (0, 1], got {tpr}")
+    # Rejecting floor(n * (1 - tpr)) lowest scores keeps ceil(n * tpr) >= n * tpr of them.
+    rejected = int(np.floor(scores.size * (1.0 - tpr) + 1e-9))
+    return float(scores[rejected])
+
+
+def calibrate_from_logits(logits: np.ndarray, tpr: float = DEFAULT_TPR) -> dict[str, Any]:
+    """The ``rejection`` entry of model.json from validation logits."""
+    scores = rejection_scores(logits)
+    accepted = scores["max_softmax"] >= threshold_at_tpr(scores["max_softmax"], tpr)
+    return {
+        "score": "max_softmax",
+        "threshold": threshold_at_tpr(scores["max_softmax"], tpr),
+        "energy_threshold": threshold_at_tpr(scores["energy"], tpr),
+        "tpr": float(tpr),
+        "calibrated_on": "val",
+        "num_images": int(len(scores["energy"])),
+        "val_accept_rate": float(accepted.mean()),
+    }
+
+
+def validate_rejection(rejection: dict[str, Any], where: str | Path = "model.json") -> None:
+    """Refuse a malformed ``rejection`` field instead of silently accepting everything."""
+    if not rejection:
+        return
+    score = rejection.get("score", "max_softmax")
+    key = "threshold" if score == "max_softmax" else "energy_threshold"
+    value = rejection.get(key)
+    ok = score in SCORES and isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value):
+        raise MarineLifeError(
+            f"invalid 'rejection' field (score={score!r}, {key}={value!r})",
+            path=where,
+            fix="recalibrate with marinelife.infer.rejection.ensure_rejection(run_dir, layout)",
+        )
+
+
+def accept_mask(logits: np.ndarray, rejection: dict[str, Any] | None) -> np.ndarray:
+    """True where a prediction is kept; everything is kept without a calibrated threshold."""
+    logits = np.asarray(logits)
+    if not rejection:
+        return np.ones(len(logits), dtype=bool)
+    score = rejection.get("score", "max_softmax")
+    threshold = rejection["threshold"] if score == "max_softmax" else rejection["energy_threshold"]
+    return rejection_scores(logits)[score] >= threshold
+
+
+@torch.inference_mode()
+def sample_logits(
+    model: torch.nn.Module | Callable[[np.ndarray], np.ndarray],
+    paths: Sequence[str | Path],
+    preprocess: PreprocessConfig,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Logits for image files, through the one shared preprocessing function."""
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    chunks = []
+    for start in range(0, len(paths), batch_size):
+        batch = torch.stack([load_and_preprocess(p, preprocess) for p in paths[start : start + batch_size]])
+        if isinstance(model, torch.nn.Module):
+            chunks.append(model(batch.to(device)).float().cpu().numpy())
+        else:
+            chunks.append(np.asarray(model(batch.numpy())))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def calibrate_rejection(
+    model: torch.nn.Module | Callable[[np.ndarray], np.ndarray],
+    samples: Sequence[Sample | str | Path],
+    preprocess: PreprocessConfig,
+    tpr: float = DEFAULT_TPR,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Calibrate on validation images; returns the dict to store as ``ModelInfo.rejection``.
+
+    ``model`` is the network (or any callable mapping an NCHW float32 batch to logits).
+    """
+    paths = [s.path if isinstance(s, Sample) else Path(s) for s in samples]
+    logits = sample_logits(model, paths, preprocess, device=device, batch_size=batch_size)
+    return calibrate_from_logits(logits, tpr)
+
+
+def ensure_rejection(
+    run_dir: Path,
+    layout: DatasetLayout,
+    *,
+    model: torch.nn.Module | None = None,
+    device: torch.device | str = "cpu",
+    tpr: float = DEFAULT_TPR,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Calibrate on ``layout``'s val split and write the result into ``run_dir/model.json``.
+
+    Pass the in-memory ``model`` (best weights restored) to skip reloading the bundle. Kept when
+    already calibrated at the same TPR unless ``force``.
+    """
+    from marinelife.infer.bundle import load_bundle, read_model_info, write_model_json
+
+    info, folder = read_model_info(run_dir)
+    if info.rejection and info.rejection.get("tpr") == tpr and not force:
+        return info.rejection
+    if model is None:
+        model, _ = load_bundle(run_dir)
+    was_training = model.training
+    rejection = calibrate_rejection(model, layout.samples("val"), info.preprocess, tpr, device=device)
+    model.train(was_training)
+    info.rejection = rejection
+    write_model_json(info, folder)
+    log.info(
+        "rejection: max-softmax threshold %.4f, energy threshold %.3f (TPR %.0f%% on %d val images)",
+        rejection["threshold"],
+        rejection["energy_threshold"],
+        100 * tpr,
+        rejection["num_images"],
+    )
+    return rejection
