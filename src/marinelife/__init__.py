@@ -1,3 +1,3 @@
-"""marinelife: turn a folder of marine-life photos into a trained, evaluated, deployable classifier."""
+"""marinelife: photos of marine life in, a trained, evaluated, deployable classifier out."""
 
 __version__ = "0.1.0"

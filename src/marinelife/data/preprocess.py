@@ -26,7 +26,7 @@ from PIL import Image
 
 from marinelife.config import DenoiseConfig
 from marinelife.data.denoise import apply_denoise, resolve_denoise_params
-from marinelife.data.image_io import to_rgb, load_image
+from marinelife.data.image_io import load_image, to_rgb
 from marinelife.errors import MarineLifeError
 
 INTERPOLATIONS: dict[str, Image.Resampling] = {
