@@ -93,6 +93,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--keys", action="store_true", help="list every config key")
     _add_common(p)
+
+    p = sub.add_parser("predict", help="classify image files, folders or globs with a model")
+    p.add_argument("model", type=Path, help="run folder, bundle, or exported .onnx")
+    p.add_argument("images", nargs="+", help="image files, folders (recursive) or globs")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--format", dest="fmt", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--tta", choices=("flip",), default=None, help="average with the mirror image")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
+    p.add_argument("--no-reject", action="store_true", help="never answer 'unknown'")
+    _add_common(p)
+
+    p = sub.add_parser("export", help="export a model to ONNX (verified; optional int8)")
+    p.add_argument("model", type=Path, help="run folder or bundle")
+    p.add_argument("--format", dest="fmt", choices=("onnx",), default="onnx")
+    p.add_argument("--out", type=Path, default=None, help="folder (default: MODEL/export)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--quantize", choices=("int8",), default=None)
+    p.add_argument("--data", type=Path, default=None, help="dataset for checks and int8")
+    p.add_argument("--split", default="test", help="split whose accuracy int8 must keep")
+    p.add_argument("--max-drop", type=float, default=1.0, help="int8 top-1 loss allowed, points")
+    _add_common(p)
+
+    p = sub.add_parser("serve", help="HTTP API and upload page (FastAPI + uvicorn)")
+    p.add_argument("model", type=Path, help="run folder, bundle, or exported .onnx")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    p.add_argument("--api-key", default=None, help="require header X-API-Key (or env)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0)
+    p.add_argument("--max-files", type=int, default=16)
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
+    p.add_argument("--no-reject", action="store_true", help="never answer 'unknown'")
+    _add_common(p)
     return parser
 
 
@@ -137,6 +173,30 @@ def _run(args: argparse.Namespace) -> int:
 
         show_recipes(args.name, keys=args.keys)
         return 0
+    if cmd == "predict":
+        from marinelife.infer.predict_cli import run_predict
+
+        return run_predict(
+            args.model, args.images, top_k=args.top_k, fmt=args.fmt, tta=args.tta,
+            batch_size=args.batch_size, reject=not args.no_reject, backend=args.backend,
+        )  # fmt: skip
+    if cmd == "export":
+        from marinelife.infer.export import run_export
+
+        return run_export(
+            args.model, fmt=args.fmt, out=args.out, opset=args.opset,
+            dynamic_batch=args.dynamic_batch, quantize=args.quantize, data=args.data,
+            split=args.split, max_drop=args.max_drop,
+        )  # fmt: skip
+    if cmd == "serve":
+        from marinelife.infer.server import ServeSettings, run_server
+
+        limits = ServeSettings(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                               max_files=args.max_files, top_k=args.top_k)  # fmt: skip
+        return run_server(
+            args.model, host=args.host, port=args.port, backend=args.backend,
+            api_key=args.api_key, reject=not args.no_reject, threads=args.threads, settings=limits,
+        )  # fmt: skip
     raise AssertionError(cmd)
 
 

@@ -171,3 +171,15 @@ def test_existing_run_folder_is_refused(tiny_dataset, tmp_path, capsys):
 def test_flat_folder_says_to_split_first(flat_dataset, tmp_path, capsys):
     assert _train(flat_dataset, tmp_path / "runs", "two-stage-lite", "x") == 2
     assert "marinelife split" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_image_path_is_independent_of_worker_count(tiny_dataset, tmp_path):
+    """Per-item augmentation seeds: 0 or 2 (persistent) workers give bit-identical weights."""
+    runs = tmp_path / "runs"
+    common = ["--set", "epochs=2", "--set", "feature_cache=false"]
+    assert _train(tiny_dataset, runs, "two-stage-lite", "w0", *common, "--set", "workers=0") == 0
+    assert _train(tiny_dataset, runs, "two-stage-lite", "w2", *common, "--set", "workers=2") == 0
+    a = load_file(runs / "w0" / "best.safetensors")
+    b = load_file(runs / "w2" / "best.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from marinelife.data.image_io import load_image_array
 from marinelife.data.scan import Sample
@@ -36,9 +36,6 @@ class ImageSampleDataset(Dataset):
         self.transform = transform
         self.draft_size = draft_size
         self._bad: set[int] = set()
-        # Set before each epoch: per-item augmentation seeds make an epoch reproducible whatever
-        # the worker count, which is what makes `--resume` exact.
-        self.epoch_seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -46,7 +43,9 @@ class ImageSampleDataset(Dataset):
     def load(self, index: int) -> np.ndarray:
         return load_image_array(self.samples[index].path, draft_size=self.draft_size)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """``item`` is an index, or ``(index, epoch_seed)`` from :class:`EpochSeedSampler`."""
+        index, epoch_seed = item if isinstance(item, tuple) else (item, None)
         for offset in range(len(self.samples)):
             i = (index + offset) % len(self.samples)
             if i in self._bad:
@@ -54,10 +53,29 @@ class ImageSampleDataset(Dataset):
             try:
                 image = self.load(i)
                 seeder = getattr(self.transform, "set_random_seed", None)
-                if self.epoch_seed is not None and seeder is not None:
-                    seeder((self.epoch_seed * 1_000_003 + i) & 0x7FFFFFFF)
+                if epoch_seed is not None and seeder is not None:
+                    seeder((epoch_seed * 1_000_003 + i) & 0x7FFFFFFF)
                 return self.transform(image), self.targets[i]
             except ImageDecodeError as exc:
                 self._bad.add(i)
                 log.warning("skipping unreadable image: %s (run `marinelife check`)", exc)
         raise ImageDecodeError("no readable images in this split", path=self.samples[0].path)
+
+
+class EpochSeedSampler(Sampler):
+    """Tags each index from ``inner`` with the current epoch's seed.
+
+    Augmentation is then seeded per (epoch, item) inside whichever worker loads it, so an epoch is
+    reproducible for any worker count, with persistent workers, and after ``--resume``.
+    """
+
+    def __init__(self, inner: Sampler):
+        self.inner = inner
+        self.epoch_seed = 0
+
+    def __iter__(self):
+        seed = self.epoch_seed
+        return ((index, seed) for index in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)

@@ -29,6 +29,7 @@ from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
 from marinelife.data.scan import Sample, scan_dataset
 from marinelife.errors import MarineLifeError
 from marinelife.infer.bundle import load_bundle, read_model_info, write_model_json
+from marinelife.infer.rejection import require_same_classes
 from marinelife.train.checkpoint import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -178,12 +179,7 @@ def _check_inputs(
         real = _preprocess_many(_generated_images(8, size), preprocess)
         return np.concatenate([random_inputs, real]), "generated", None
     layout = scan_dataset(data)
-    if list(layout.classes) != list(classes):
-        raise MarineLifeError(
-            f"classes differ from the model's ({len(layout.classes)} vs {len(classes)})",
-            path=data,
-            fix="pass the dataset the model was trained on",
-        )
+    require_same_classes(layout, classes)
     split = "val" if "val" in layout.splits else next(iter(layout.splits))
     chosen = _spread(layout.samples(split), _REAL_CHECK_IMAGES)
     real = _preprocess_many([s.path for s in chosen], preprocess)
@@ -217,7 +213,7 @@ def export_onnx(
     if quantize and data is None:
         raise MarineLifeError(
             "--quantize int8 needs --data DIR",
-            fix="pass the dataset: int8 is calibrated on train/ and its accuracy checked on a split",
+            fix="pass the dataset: int8 is calibrated on train/ and checked on a split",
         )
     if not 7 <= opset <= 21:
         raise MarineLifeError(f"--opset {opset} is outside the supported range 7-21")

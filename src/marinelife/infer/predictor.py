@@ -70,9 +70,7 @@ class OnnxBackend:
             options.intra_op_num_threads = threads
         source = path if isinstance(path, bytes) else str(path)
         try:
-            self.session = ort.InferenceSession(
-                source, options, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
             where = "<memory>" if isinstance(path, bytes) else path
             raise MarineLifeError(f"cannot load ONNX model ({exc})", path=where) from exc

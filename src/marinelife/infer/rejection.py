@@ -1,4 +1,4 @@
-""""None of these": reject predictions whose score falls below a threshold calibrated on val.
+""" "None of these": reject predictions whose score falls below a threshold calibrated on val.
 
 Two scores, both "higher = more like the training data":
 
@@ -15,7 +15,9 @@ lower than that is reported as ``unknown``. The result is stored in ``model.json
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -103,15 +105,22 @@ def sample_logits(
     batch_size: int = 32,
 ) -> np.ndarray:
     """Logits for image files, through the one shared preprocessing function."""
-    if isinstance(model, torch.nn.Module):
+    is_module = isinstance(model, torch.nn.Module)
+    device = torch.device(device)
+    if is_module:
         model.eval()
     chunks = []
-    for start in range(0, len(paths), batch_size):
-        batch = torch.stack([load_and_preprocess(p, preprocess) for p in paths[start : start + batch_size]])
-        if isinstance(model, torch.nn.Module):
-            chunks.append(model(batch.to(device)).float().cpu().numpy())
-        else:
-            chunks.append(np.asarray(model(batch.numpy())))
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            batch = torch.stack(list(pool.map(lambda p: load_and_preprocess(p, preprocess), chunk)))
+            if not is_module:
+                chunks.append(np.asarray(model(batch.numpy())))
+                continue
+            batch = batch.to(device)
+            if device.type == "cpu":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            chunks.append(model(batch).float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -133,6 +142,22 @@ def calibrate_rejection(
     return calibrate_from_logits(logits, tpr)
 
 
+def require_same_classes(layout: DatasetLayout, classes: Sequence[str]) -> None:
+    """A dataset used to check or calibrate a model must have exactly the model's classes."""
+    if list(layout.classes) == list(classes):
+        return
+    extra = sorted(set(layout.classes) - set(classes))
+    missing = sorted(set(classes) - set(layout.classes))
+    what = f"unknown to the model: {extra[:3]}" if extra else f"missing: {missing[:3]}"
+    if not extra and not missing:
+        what = "same names in another order"
+    raise MarineLifeError(
+        f"classes differ from the model's ({what})",
+        path=layout.root,
+        fix="pass the dataset the model was trained on",
+    )
+
+
 def ensure_rejection(
     run_dir: Path,
     layout: DatasetLayout,
@@ -152,15 +177,18 @@ def ensure_rejection(
     info, folder = read_model_info(run_dir)
     if info.rejection and info.rejection.get("tpr") == tpr and not force:
         return info.rejection
+    require_same_classes(layout, info.classes)
     if model is None:
         model, _ = load_bundle(run_dir)
     was_training = model.training
-    rejection = calibrate_rejection(model, layout.samples("val"), info.preprocess, tpr, device=device)
+    rejection = calibrate_rejection(
+        model, layout.samples("val"), info.preprocess, tpr, device=device
+    )
     model.train(was_training)
     info.rejection = rejection
     write_model_json(info, folder)
     log.info(
-        "rejection: max-softmax threshold %.4f, energy threshold %.3f (TPR %.0f%% on %d val images)",
+        "rejection: max-softmax threshold %.4f, energy %.3f (TPR %.0f%% on %d val images)",
         rejection["threshold"],
         rejection["energy_threshold"],
         100 * tpr,

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from marinelife.config import TrainConfig
-from marinelife.data.dataset import ImageSampleDataset
+from marinelife.data.dataset import EpochSeedSampler, ImageSampleDataset
 from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import DatasetLayout
 from marinelife.data.transforms import build_eval_transform, build_train_transform
@@ -86,47 +86,50 @@ class StageDataBuilder:
         weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
         return torch.tensor(weights, dtype=torch.float32)
 
-    def _loader(self, dataset, *, shuffle: bool, batch_size: int | None = None) -> DataLoader:
-        batch_size = batch_size or self.config.batch_size
+    def _loader(self, dataset, *, shuffle: bool) -> DataLoader:
+        batch_size = self.config.batch_size
         workers = auto_workers(self.config, len(dataset))
-        # A last batch of one breaks BatchNorm1d in the head; drop it only in that case.
-        drop_last = shuffle and len(dataset) % batch_size == 1
+        # The sampler owns its generator: the DataLoader draws worker seeds from its own one, and
+        # sharing them would make the order depend on whether workers persist.
         generator = torch.Generator().manual_seed(self.config.seed)
-        sampler = None
-        if shuffle and self.config.sampler == "balanced":
+        if not shuffle:
+            inner = torch.utils.data.SequentialSampler(dataset)
+        elif self.config.sampler == "balanced":
             targets = np.asarray(dataset.targets)
             freq = np.bincount(targets, minlength=len(self.layout.classes))
             weights = 1.0 / np.maximum(freq[targets], 1)
-            sampler = torch.utils.data.WeightedRandomSampler(
+            inner = torch.utils.data.WeightedRandomSampler(
                 weights.tolist(), len(targets), replacement=True, generator=generator
             )
+        else:
+            inner = torch.utils.data.RandomSampler(dataset, generator=generator)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
+            sampler=EpochSeedSampler(inner),
             num_workers=workers,
-            generator=generator,
-            drop_last=drop_last,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.config.seed),
+            # A last batch of one breaks BatchNorm1d in the head; drop it only in that case.
+            drop_last=shuffle and len(dataset) % batch_size == 1,
         )
 
     def _image_stage_data(self, stage: Stage) -> StageData:
         train_ds = ImageSampleDataset(
-            self.train_samples,
-            self.class_to_index,
-            self.train_transform,
-            draft_size=self.draft,
+            self.train_samples, self.class_to_index, self.train_transform, draft_size=self.draft
         )
         val_ds = ImageSampleDataset(
             self.val_samples, self.class_to_index, self.eval_transform, draft_size=self.draft
         )
+        train_loader = self._loader(train_ds, shuffle=True)
 
-        def on_epoch(seed: int, loader=None) -> None:
-            train_ds.epoch_seed = seed
+        def on_epoch(seed: int) -> None:
+            train_loader.sampler.epoch_seed = seed
+            train_loader.sampler.inner.generator.manual_seed(seed)
 
         return StageData(
             module=self.model,
-            train_loader=self._loader(train_ds, shuffle=True),
+            train_loader=train_loader,
             val_loader=self._loader(val_ds, shuffle=False),
             channels_last=self.device.type == "cpu",
             prepare=frozen_batchnorm_eval,

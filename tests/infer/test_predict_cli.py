@@ -1,0 +1,76 @@
+"""`marinelife predict`: files, folders and globs; one broken file reported, the rest predicted."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+
+from marinelife.cli import main
+from marinelife.infer.predict_cli import csv_header, expand_inputs
+
+
+@pytest.fixture
+def photos(tiny_dataset, tmp_path):
+    folder = tmp_path / "dive"
+    shutil.copytree(tiny_dataset / "test", folder)
+    broken = folder / "synthetic disc" / "broken.png"
+    broken.write_bytes((folder / "synthetic disc").glob("*.png").__next__().read_bytes()[:60])
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _predict(capsys, *args):
+    code = main(["predict", *map(str, args), "-q"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_folder_with_one_broken_file_predicts_the_rest_and_exits_1(tiny_bundle, photos, capsys):
+    code, out, err = _predict(capsys, tiny_bundle, photos, "--format", "csv", "--top-k", "2")
+    assert code == 1
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["path", "label", "confidence", "top1_label", "top1_prob", "top2_label",
+                       "top2_prob"]  # fmt: skip
+    good = sorted(p for p in photos.rglob("*.png") if p.name != "broken.png")
+    assert sorted(r[0] for r in rows[1:]) == sorted(map(str, good))
+    assert all(r[1] == r[3] and float(r[2]) == float(r[4]) for r in rows[1:])
+    # The broken file is named on its own line on stderr; notes.txt in a folder is ignored.
+    broken_lines = [line for line in err.splitlines() if "broken.png" in line]
+    assert len(broken_lines) == 1 and "notes.txt" not in err
+    assert "1 of" in err
+
+
+def test_globs_files_and_json(tiny_bundle, photos, capsys):
+    pattern = str(photos / "synthetic s*" / "*.png")
+    one = next((photos / "synthetic star").glob("*.png"))
+    code, out, _ = _predict(capsys, tiny_bundle, pattern, one, "--format", "json", "--tta", "flip")
+    assert code == 0
+    results = json.loads(out)
+    expected = {str(p) for p in photos.glob("synthetic s*/*.png")}
+    assert {r["path"] for r in results} == expected  # the explicit file is not repeated
+    first = results[0]
+    assert list(first)[:3] == ["path", "label", "confidence"]
+    assert len(first["top_k"]) == 3 and first["top_k"][0]["label"] == first["label"]
+
+
+def test_table_and_missing_inputs(tiny_bundle, photos, tmp_path, capsys):
+    code, out, err = _predict(
+        capsys, tiny_bundle, photos / "synthetic star", tmp_path / "nope.jpg", str(tmp_path / "*.x")
+    )
+    assert code == 1
+    assert out.splitlines()[0].split()[:3] == ["path", "label", "confidence"]
+    assert "nope.jpg: no such file" in err and "no image files match" in err
+
+
+def test_user_errors_exit_2(tiny_bundle, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(tmp_path / "no-model"), str(empty)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    paths, problems = expand_inputs([empty])
+    assert paths == [] and problems == [(str(empty), "folder contains no images")]
+    assert csv_header(1) == ["path", "label", "confidence", "top1_label", "top1_prob"]
