@@ -1,6 +1,6 @@
 """Train a recipe on a dataset and print test top-1, macro-F1, wall time and peak RSS.
 
-    .venv/bin/python bench/accuracy.py --data ../shared/data/sea-animals-dev --recipe two-stage-lite
+.venv/bin/python bench/accuracy.py --data ../shared/data/sea-animals-dev --recipe two-stage-lite
 """
 
 from __future__ import annotations

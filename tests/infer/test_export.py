@@ -66,6 +66,7 @@ def test_failed_verification_writes_nothing(tiny_bundle, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_int8_reports_accuracy_and_refuses_a_drop(tiny_bundle, tiny_dataset, tmp_path, capsys):
     with pytest.raises(MarineLifeError, match="--data"):
         export_onnx(tiny_bundle, tmp_path / "q", quantize="int8")

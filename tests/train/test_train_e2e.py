@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -183,3 +184,35 @@ def test_image_path_is_independent_of_worker_count(tiny_dataset, tmp_path):
     a = load_file(runs / "w0" / "best.safetensors")
     b = load_file(runs / "w2" / "best.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nchw_path_runs(tiny_dataset, tmp_path):
+    runs = tmp_path / "runs"
+    extra = ["--set", "channels_last=false", "--set", "feature_cache=false"]
+    assert _train(tiny_dataset, runs, "two-stage-lite", "b", *extra) == 0
+    metrics = json.loads((runs / "b" / "test_metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_bf16_autocast_trains_and_predicts():
+    """bf16 autocast wraps the forward pass; loss and probabilities stay float32."""
+    from marinelife.train.engine import predict_probs, train_one_epoch
+    from marinelife.train.schedule import build_scheduler
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    x[y == 1] += 2.0
+    loader = torch.utils.data.DataLoader(list(zip(x, y)), batch_size=16)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = build_scheduler(opt, epochs=5, steps_per_epoch=4, warmup_epochs=0, min_ratio=0.1)
+    losses = []
+    for epoch in range(5):
+        result = train_one_epoch(
+            model, loader, opt, sched, torch.nn.CrossEntropyLoss(), device=torch.device("cpu"),
+            epoch_label=f"e{epoch}", global_step=0, bf16=True, show_progress=False,
+        )  # fmt: skip
+        losses.append(result["loss"])
+    assert losses[-1] < losses[0]
+    targets, probs = predict_probs(model, loader, device=torch.device("cpu"), bf16=True)
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-3)

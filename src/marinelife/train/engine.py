@@ -50,6 +50,7 @@ def train_one_epoch(
     nonfinite: NonFiniteCounter | None = None,
     prepare_model=None,
     channels_last: bool = False,
+    bf16: bool = False,
     show_progress: bool = True,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; return mean loss and accuracy over the samples seen.
@@ -68,8 +69,9 @@ def train_one_epoch(
         if channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
-        logits = model(inputs)
-        loss = criterion(logits, targets)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(inputs)
+        loss = criterion(logits.float(), targets)
         optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
         if finite:
@@ -114,6 +116,7 @@ def predict_probs(
     device: torch.device,
     desc: str = "eval",
     channels_last: bool = False,
+    bf16: bool = False,
     show_progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(targets, softmax probabilities) for every sample of ``loader``, model in eval mode."""
@@ -123,7 +126,8 @@ def predict_probs(
         inputs = inputs.to(device)
         if channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        logits = model(inputs).float()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(inputs).float()
         all_probs.append(torch.softmax(logits, dim=1).cpu())
         all_targets.append(targets.cpu())
     return torch.cat(all_targets).numpy(), torch.cat(all_probs).numpy()

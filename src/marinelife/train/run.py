@@ -99,6 +99,8 @@ def train(
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = select_device(config.device)
+    if config.bf16 and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("bf16 requested but this CPU has no native bfloat16: expect it to be slower")
     seed_everything(config.seed)
     if resume:
         saved_config = load_config(run_dir / "config.yaml")

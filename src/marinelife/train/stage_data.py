@@ -131,7 +131,7 @@ class StageDataBuilder:
             module=self.model,
             train_loader=train_loader,
             val_loader=self._loader(val_ds, shuffle=False),
-            channels_last=self.device.type == "cpu",
+            channels_last=self.config.channels_last,
             prepare=frozen_batchnorm_eval,
             on_epoch=on_epoch,
         )
@@ -170,7 +170,7 @@ class StageDataBuilder:
         item_shape = item_shape or (self.model.num_features,)
         shape = (len(samples), views + 1, *item_shape)
         self.model.eval()
-        channels_last = self.device.type == "cpu"
+        channels_last = self.config.channels_last
         if channels_last:
             backbone.to(memory_format=torch.channels_last)
 
@@ -179,7 +179,8 @@ class StageDataBuilder:
             inputs = inputs.to(self.device)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            return extract_fn(inputs).contiguous()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+                return extract_fn(inputs).float().contiguous()
 
         start = time.perf_counter()
         features, hit = fc.cached_features(

@@ -163,6 +163,7 @@ class Trainer:
             device=self.device,
             desc="val",
             channels_last=data.channels_last,
+            bf16=self.config.bf16,
         )
         return validation_metrics(targets, probs, self.config.label_smoothing)
 
@@ -249,6 +250,7 @@ class Trainer:
                 nonfinite=self.nonfinite,
                 prepare_model=data.prepare,
                 channels_last=data.channels_last,
+                bf16=self.config.bf16,
             )
             st.global_step += train["steps"]
             val = self._validate(data)

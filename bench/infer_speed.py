@@ -1,0 +1,138 @@
+"""CPU inference speed: eager PyTorch (NCHW, channels_last) vs ONNX Runtime fp32 and int8.
+
+For each architecture at 224 px (random weights: speed does not depend on them): batch-1 latency
+p50/p95 and batch-32 images/s, plus the share of the machine's fp32 FLOP ceiling that batch-32
+reaches, the ceiling measured in the same run (warm-up, then a 4096³ fp32 and bf16 matmul).
+int8 is ONNX Runtime static QDQ quantization exactly as `marinelife export --quantize int8` does
+it (calibrated here on random inputs; accuracy is measured by `export` on real data).
+
+    .venv/bin/python bench/infer_speed.py [--arch tf_efficientnet_lite0 mobilenetv2_100]
+        [--seconds 4] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from marinelife.config import TrainConfig
+from marinelife.infer.export import quantize_int8, torch_to_onnx
+from marinelife.infer.predictor import OnnxBackend, TorchBackend
+from marinelife.models import build_classifier
+
+SIZE = 224
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> float:
+    # CPUs without native bf16 (no AVX512-BF16/AMX) emulate it ~50x slower: probe at 1024³ first
+    # and stay at that size when a 4096³ product would take more than a few seconds.
+    probe = torch.randn(1024, 1024, dtype=dtype)
+    start = time.perf_counter()
+    torch.mm(probe, probe)
+    if (time.perf_counter() - start) * 64 > seconds:
+        n = 1024
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)  # warm-up
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or runs < 2:
+        torch.mm(a, b)
+        runs += 1
+    return 2 * n**3 * runs / (time.perf_counter() - start) / 1e9
+
+
+def model_gflop(model: torch.nn.Module) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, SIZE, SIZE))
+    return counter.get_total_flops() / 1e9
+
+
+def measure(run, seconds: float) -> dict[str, float]:
+    one = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    many = np.repeat(one, 32, axis=0)
+    for _ in range(3):
+        run(one)
+    run(many)
+    latencies = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(latencies) < 10:
+        t = time.perf_counter()
+        run(one)
+        latencies.append(time.perf_counter() - t)
+    images, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or images < 64:
+        run(many)
+        images += 32
+    throughput = images / (time.perf_counter() - start)
+    p50, p95 = np.percentile(latencies, [50, 95]) * 1000
+    return {"p50_ms": p50, "p95_ms": p95, "b32_img_s": throughput}
+
+
+def bench_arch(arch: str, seconds: float, ceiling: float, tmp: Path) -> list[dict]:
+    model = build_classifier(TrainConfig(architecture=arch, pretrained=False), 23).eval()
+    gflop = model_gflop(model)
+    fp32, int8 = tmp / f"{arch}.onnx", tmp / f"{arch}.int8.onnx"
+    torch_to_onnx(model, SIZE, fp32, opset=17, dynamic_batch=True)
+    calibration = np.random.default_rng(1).standard_normal((64, 3, SIZE, SIZE)).astype(np.float32)
+    quantize_int8(fp32, int8, calibration, dynamic_batch=True)
+    variants = {
+        "eager NCHW": TorchBackend(copy.deepcopy(model), channels_last=False),
+        "eager channels_last": TorchBackend(copy.deepcopy(model), channels_last=True),
+        "ORT fp32": OnnxBackend(fp32),
+        "ORT int8": OnnxBackend(int8),
+    }
+    rows = []
+    for name, run in variants.items():
+        result = measure(run, seconds)
+        result.update(arch=arch, variant=name, gflop=gflop)
+        result["ceiling_pct"] = 100 * gflop * result["b32_img_s"] / ceiling
+        rows.append(result)
+        print(
+            f"{arch:22s} {name:20s} p50 {result['p50_ms']:7.1f} ms  p95 {result['p95_ms']:7.1f} ms"
+            f"  b32 {result['b32_img_s']:7.1f} img/s  {result['ceiling_pct']:5.1f}% of fp32 peak",
+            flush=True,
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", nargs="+", default=["tf_efficientnet_lite0", "mobilenetv2_100"])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"# {date.today()}  {platform.processor() or platform.machine()}  {os.cpu_count()} CPUs")
+    print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()}")
+    fp32_peak = matmul_gflops(torch.float32)
+    bf16_peak = matmul_gflops(torch.bfloat16)
+    print(f"# matmul (4096³; bf16 at 1024³ when emulated): fp32 {fp32_peak:.0f} GFLOP/s, "
+          f"bf16 {bf16_peak:.1f} GFLOP/s")  # fmt: skip
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in args.arch:
+            rows += bench_arch(arch, args.seconds, fp32_peak, Path(tmp))
+    print("\n| model | variant | GFLOP/img | b1 p50 ms | b1 p95 ms | b32 img/s | × eager NCHW |"
+          " % fp32 peak |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+    for row in rows:
+        base = next(r for r in rows if r["arch"] == row["arch"] and r["variant"] == "eager NCHW")
+        print(
+            f"| {row['arch']} | {row['variant']} | {row['gflop']:.2f} | {row['p50_ms']:.1f} | "
+            f"{row['p95_ms']:.1f} | {row['b32_img_s']:.1f} | "
+            f"{row['b32_img_s'] / base['b32_img_s']:.2f} | {row['ceiling_pct']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

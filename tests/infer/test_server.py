@@ -1,0 +1,181 @@
+"""The HTTP API in-process: every endpoint, every kind of bad upload (never a 5xx), API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import image_bytes
+from marinelife.infer.predictor import Predictor
+from marinelife.infer.server import ServeSettings, create_app
+
+LIMITS = dict(max_upload_bytes=300_000, max_files=3, max_pixels=1_000_000)
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    from conftest import make_bundle
+
+    return Predictor.load(make_bundle(tmp_path_factory.mktemp("srv") / "run"))
+
+
+@pytest.fixture
+def client(predictor):
+    app = create_app(predictor, ServeSettings(**LIMITS, formats=("JPEG", "PNG")))
+    with TestClient(app) as c:
+        yield c
+
+
+def _post(client, *files, **kwargs):
+    parts = [("file", (name, data, "application/octet-stream")) for name, data in files]
+    return client.post("/v1/predict", files=parts, **kwargs)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A valid PNG signature + IHDR claiming huge dimensions, with a tiny IDAT: a bomb header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_predict_one_and_several(client, predictor):
+    r = _post(client, ("a.png", image_bytes()))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    [result] = body["results"]
+    assert result["filename"] == "a.png" and result["label"] in predictor.classes
+    assert len(result["top_k"]) == 3 and result["top_k"][0]["label"] == result["label"]
+    assert body["model"]["id"] == predictor.model_id and body["timing_ms"]["total"] > 0
+    jpeg = image_bytes("JPEG", seed=1)
+    r = _post(client, ("b.jpg", jpeg), ("c.png", image_bytes(seed=2)))
+    assert [x["filename"] for x in r.json()["results"]] == ["b.jpg", "c.png"]
+
+
+def test_info_endpoints_page_and_docs(client, predictor):
+    health = client.get("/v1/health").json()
+    assert health["status"] == "ok" and health["auth_required"] is False
+    model = client.get("/v1/model").json()
+    assert model["classes"] == predictor.classes and model["limits"]["max_files"] == 3
+    assert "input_size" in model["preprocess"] and model["metrics"] == {"val_acc": 0.5}
+    page = client.get("/")
+    assert page.status_code == 200 and "v1/predict" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN: works offline
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()
+    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize(
+    "name, data, status",
+    [
+        ("random.jpg", bytes(range(256)) * 8, 422),
+        ("truncated.jpg", image_bytes("JPEG", (200, 150))[:700], 422),
+        ("empty.png", b"", 422),
+        ("bomb.png", _png_header(100_000, 100_000), 422),
+        ("big.png", _png_header(2000, 2000), 422),  # over max_pixels, under Pillow's own limit
+        ("anim.gif", image_bytes("GIF"), 415),  # a real image in a format not allowed here
+    ],
+)
+def test_bad_images_are_4xx_json(client, name, data, status):
+    r = _post(client, ("ok.png", image_bytes()), (name, data))
+    assert r.status_code == status, r.text
+    assert r.json()["error"] and r.json()["detail"]
+
+
+def test_bad_requests_are_4xx_json(client):
+    cases = {
+        "empty body": client.post("/v1/predict"),
+        "json body": client.post("/v1/predict", json={"file": "x"}),
+        "no boundary": client.post(
+            "/v1/predict", content=b"x", headers={"content-type": "multipart/form-data"}
+        ),
+        "form without file": client.post("/v1/predict", data={"other": "1"}, files={"x": b"1"}),
+        "text field": client.post("/v1/predict", data={"file": "abc"}),
+        "wrong method": client.get("/v1/predict"),
+        "unknown path": client.get("/v2/nothing"),
+    }
+    for what, r in cases.items():
+        assert 400 <= r.status_code < 500, (what, r.status_code, r.text)
+        assert "error" in r.json(), what
+    assert cases["json body"].status_code == 415
+
+
+def test_upload_limits(client):
+    big = image_bytes(size=(400, 400))
+    assert len(big) > LIMITS["max_upload_bytes"]
+    r = _post(client, ("big.png", big))
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+    def chunked():  # no Content-Length: the limit must hold while the body streams in
+        boundary = b"--b\r\nContent-Disposition: form-data; name=file; filename=x.png\r\n\r\n"
+        yield boundary
+        for i in range(0, len(big), 8192):
+            yield big[i : i + 8192]
+        yield b"\r\n--b--\r\n"
+
+    r = client.post(
+        "/v1/predict", content=chunked(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert r.status_code == 413, r.text
+    r = _post(client, *[(f"{i}.png", image_bytes(seed=i)) for i in range(4)])
+    assert r.status_code == 413 and r.json()["error"] == "too_many_files"
+
+
+def test_api_key(predictor):
+    app = create_app(predictor, ServeSettings(api_key="s3cret"))
+    with TestClient(app) as c:
+        assert c.get("/v1/health").json()["auth_required"] is True
+        assert c.get("/").status_code == 200
+        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}):
+            r = _post(c, ("a.png", image_bytes()), headers=headers)
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+            assert c.get("/v1/model", headers=headers).status_code == 401
+        ok = {"X-API-Key": "s3cret"}
+        assert _post(c, ("a.png", image_bytes()), headers=ok).status_code == 200
+        assert c.get("/v1/model", headers=ok).status_code == 200
+
+
+def test_concurrent_requests_share_forward_passes(predictor):
+    calls = []
+    original = predictor.logits
+
+    def counting(batch):
+        calls.append(len(batch))
+        return original(batch)
+
+    predictor.logits = counting
+    app = create_app(predictor, ServeSettings(batch_wait_ms=50))
+
+    async def many():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            files = [{"file": (f"{i}.png", image_bytes(seed=i), "image/png")} for i in range(8)]
+            return await asyncio.gather(*(c.post("/v1/predict", files=f) for f in files))
+
+    try:
+        responses = asyncio.run(many())
+    finally:
+        del predictor.logits
+    assert all(r.status_code == 200 for r in responses)
+    assert sum(calls) == 8 and len(calls) < 8  # batched together
+    labels = {r.json()["results"][0]["filename"] for r in responses}
+    assert labels == {f"{i}.png" for i in range(8)}
+
+
+def test_rgba_and_grey_uploads_work(client):
+    for mode in ("RGBA", "L"):
+        buffer = io.BytesIO()
+        Image.new(mode, (40, 30)).save(buffer, format="PNG")
+        assert _post(client, ("x.png", buffer.getvalue())).status_code == 200
