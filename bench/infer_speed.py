@@ -4,7 +4,8 @@ For each architecture at 224 px (random weights: speed does not depend on them):
 p50/p95 and batch-32 images/s, plus the share of the machine's fp32 FLOP ceiling that batch-32
 reaches, the ceiling measured in the same run (warm-up, then a 4096³ fp32 and bf16 matmul).
 int8 is ONNX Runtime static QDQ quantization exactly as `marinelife export --quantize int8` does
-it (calibrated here on random inputs; accuracy is measured by `export` on real data).
+it (calibrated here on random inputs; accuracy is measured by `export` on real data). Each
+variant is timed in its own process.
 
     .venv/bin/python bench/infer_speed.py [--arch tf_efficientnet_lite0 mobilenetv2_100]
         [--seconds 4] [--threads 0]
@@ -13,9 +14,11 @@ it (calibrated here on random inputs; accuracy is measured by `export` on real d
 from __future__ import annotations
 
 import argparse
-import copy
+import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
@@ -28,8 +31,10 @@ from marinelife.config import TrainConfig
 from marinelife.infer.export import quantize_int8, torch_to_onnx
 from marinelife.infer.predictor import OnnxBackend, TorchBackend
 from marinelife.models import build_classifier
+from marinelife.train.checkpoint import load_weights, save_weights
 
 SIZE = 224
+VARIANTS = ("eager NCHW", "eager channels_last", "ORT fp32", "ORT int8")
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> float:
@@ -75,25 +80,41 @@ def measure(run, seconds: float) -> dict[str, float]:
         images += 32
     throughput = images / (time.perf_counter() - start)
     p50, p95 = np.percentile(latencies, [50, 95]) * 1000
-    return {"p50_ms": p50, "p95_ms": p95, "b32_img_s": throughput}
+    return {"p50_ms": float(p50), "p95_ms": float(p95), "b32_img_s": throughput}
 
 
-def bench_arch(arch: str, seconds: float, ceiling: float, tmp: Path) -> list[dict]:
+def _backend(arch: str, variant: str, folder: Path):
     model = build_classifier(TrainConfig(architecture=arch, pretrained=False), 23).eval()
-    gflop = model_gflop(model)
-    fp32, int8 = tmp / f"{arch}.onnx", tmp / f"{arch}.int8.onnx"
+    model.load_state_dict(load_weights(folder / f"{arch}.safetensors"))
+    if variant == "eager NCHW":
+        return TorchBackend(model, channels_last=False)
+    if variant == "eager channels_last":
+        return TorchBackend(model, channels_last=True)
+    return OnnxBackend(folder / (f"{arch}.onnx" if variant == "ORT fp32" else f"{arch}.int8.onnx"))
+
+
+def prepare(arch: str, folder: Path) -> float:
+    """Weights, fp32 and int8 ONNX files for ``arch`` in ``folder``; returns GFLOP per image."""
+    model = build_classifier(TrainConfig(architecture=arch, pretrained=False), 23).eval()
+    save_weights(model.state_dict(), folder / f"{arch}.safetensors")
+    fp32, int8 = folder / f"{arch}.onnx", folder / f"{arch}.int8.onnx"
     torch_to_onnx(model, SIZE, fp32, opset=17, dynamic_batch=True)
     calibration = np.random.default_rng(1).standard_normal((64, 3, SIZE, SIZE)).astype(np.float32)
     quantize_int8(fp32, int8, calibration, dynamic_batch=True)
-    variants = {
-        "eager NCHW": TorchBackend(copy.deepcopy(model), channels_last=False),
-        "eager channels_last": TorchBackend(copy.deepcopy(model), channels_last=True),
-        "ORT fp32": OnnxBackend(fp32),
-        "ORT int8": OnnxBackend(int8),
-    }
+    return model_gflop(model)
+
+
+def bench_arch(arch: str, seconds: float, ceiling: float, tmp: Path, threads: int) -> list[dict]:
+    gflop = prepare(arch, tmp)
     rows = []
-    for name, run in variants.items():
-        result = measure(run, seconds)
+    for name in VARIANTS:
+        # Each variant in a fresh process: ONNX Runtime's and OpenMP's thread pools left alive
+        # in one process slow the other down by up to 10x on a 2-core machine.
+        child = [sys.executable, __file__, "--child", arch, name, str(tmp), str(seconds)]
+        out = subprocess.run(
+            [*child, str(threads)], capture_output=True, text=True, check=True
+        ).stdout
+        result = json.loads(out.strip().splitlines()[-1])
         result.update(arch=arch, variant=name, gflop=gflop)
         result["ceiling_pct"] = 100 * gflop * result["b32_img_s"] / ceiling
         rows.append(result)
@@ -110,7 +131,15 @@ def main() -> None:
     parser.add_argument("--arch", nargs="+", default=["tf_efficientnet_lite0", "mobilenetv2_100"])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        arch, variant, folder, seconds, threads = args.child
+        if int(threads):
+            torch.set_num_threads(int(threads))
+        backend = _backend(arch, variant, Path(folder))
+        print(json.dumps(measure(backend, float(seconds))))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"# {date.today()}  {platform.processor() or platform.machine()}  {os.cpu_count()} CPUs")
@@ -122,7 +151,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.arch:
-            rows += bench_arch(arch, args.seconds, fp32_peak, Path(tmp))
+            rows += bench_arch(arch, args.seconds, fp32_peak, Path(tmp), args.threads)
     print("\n| model | variant | GFLOP/img | b1 p50 ms | b1 p95 ms | b32 img/s | × eager NCHW |"
           " % fp32 peak |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
     for row in rows:

@@ -82,6 +82,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="test")
+    p.add_argument(
+        "--tta",
+        choices=("none", "flip", "five-crop"),
+        default="none",
+        help="also report test-time augmentation beside the plain result",
+    )
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    _add_common(p)
+
+    p = sub.add_parser("report", help="report.html and figures/ for a run folder")
+    p.add_argument("run", type=Path)
+    p.add_argument("--data", type=Path, default=None, help="dataset: adds the dataset section")
+    p.add_argument("--embed", action="store_true", help="embed the PNGs (one file to send)")
+    p.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM galleries")
+    _add_common(p)
+
+    p = sub.add_parser("compare", help="compare runs: bootstrap CIs, McNemar tests, chart")
+    p.add_argument("runs", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, default=None, help="write Markdown, HTML, JSON and PNG")
+    p.add_argument("--no-speed", action="store_true", help="skip the inference-speed check")
+    _add_common(p)
+
+    p = sub.add_parser("cv", help="k-fold cross-validation over train+val, duplicate-aware")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--inner-val", type=float, default=0.15, help="early-stopping share; 0: fold")
+    _add_train_options(p)
+    _add_common(p)
+
+    p = sub.add_parser("explain", help="Grad-CAM heatmap: where the model looked in one photo")
+    p.add_argument("model", type=Path, help="run folder or bundle")
+    p.add_argument("image", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="PNG (default: IMAGE-gradcam.png here)")
+    p.add_argument("--target", default=None, help="class to explain (default: the prediction)")
+    _add_common(p)
+
+    p = sub.add_parser("audit", help="suspected label errors and cross-class duplicates (CSV)")
+    p.add_argument("run", type=Path, help="cv folder (audits train+val) or run folder")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=None, help="folder (default: RUN/audit)")
     _add_common(p)
 
     p = sub.add_parser("demo", help="train two-stage-lite briefly on synthetic (or your) data")
@@ -161,7 +201,33 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "evaluate":
         from marinelife.evaluate.run import run_evaluate
 
-        run_evaluate(args.run, args.data, split=args.split)
+        run_evaluate(args.run, args.data, split=args.split, tta=args.tta,
+                     report=not args.no_report)  # fmt: skip
+        return 0
+    if cmd == "report":
+        from marinelife.evaluate.report import run_report
+
+        run_report(args.run, data=args.data, embed=args.embed, gradcam=not args.no_gradcam)
+        return 0
+    if cmd == "compare":
+        from marinelife.evaluate.compare import run_compare
+
+        run_compare(args.runs, out=args.out, speed=not args.no_speed)
+        return 0
+    if cmd == "explain":
+        from marinelife.evaluate.explain import run_explain
+
+        run_explain(args.model, args.image, out=args.out, target=args.target)
+        return 0
+    if cmd == "audit":
+        from marinelife.evaluate.audit import run_audit
+
+        run_audit(args.run, args.data, out=args.out)
+        return 0
+    if cmd == "cv":
+        from marinelife.evaluate.cv import run_cv_cli
+
+        run_cv_cli(args)
         return 0
     if cmd == "demo":
         from marinelife.train.demo import run_demo

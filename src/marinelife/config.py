@@ -104,6 +104,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format: ~1.6x faster convolutions on CPU
     bf16: bool = False  # bfloat16 autocast (fast only on CPUs/GPUs with native bf16)
     skip_nonfinite: bool = False
+    report: bool = True  # write report.html + figures/ at the end of training
 
     def validate(self) -> None:
         choices = {

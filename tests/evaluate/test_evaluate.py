@@ -42,3 +42,16 @@ def test_evaluate_reproduces_training_test_metrics(tiny_dataset, tmp_path, monke
     assert "test accuracy" in capsys.readouterr().out
     assert main(["evaluate", str(runs / "r"), "--data", str(tiny_dataset), "--split", "val"]) == 0
     assert (runs / "r" / "val_metrics.json").is_file()
+
+
+def test_training_writes_report_and_rejection(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    args = ["train", "--data", str(tiny_dataset), "--recipe", "two-stage-lite", "--name", "r"]
+    args += ["--runs-dir", str(runs), "--no-pretrained", "-q"]
+    sets = ["epochs=1", "input_size=32", "workers=0", "finetune_epochs=0"]
+    assert main(args + [a for s in sets for a in ("--set", s)]) == 0
+    assert (runs / "r" / "report.html").is_file()
+    assert any((runs / "r" / "figures").glob("*.png"))
+    model_json = json.loads((runs / "r" / "model.json").read_text())
+    assert 0.0 < model_json["rejection"]["threshold"] <= 1.0

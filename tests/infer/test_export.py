@@ -31,15 +31,14 @@ def test_fp32_export_matches_pytorch_and_loads_alone(tiny_bundle, tiny_dataset, 
     assert Predictor.load(moved).backend.name == "onnx"
     for a, b in zip(onnx_preds, torch_preds):
         assert a.label == b.label
-        np.testing.assert_allclose(
-            [p for _, p in a.top_k], [p for _, p in b.top_k], atol=1e-5
-        )
+        np.testing.assert_allclose([p for _, p in a.top_k], [p for _, p in b.top_k], atol=1e-5)
     with pytest.raises(MarineLifeError, match="ONNX"):
         load_bundle(moved)
     with pytest.raises(MarineLifeError, match="torch backend"):
         Predictor.load(moved, backend="torch")
 
 
+@pytest.mark.slow
 def test_static_batch_export_and_onnx_backend_on_a_run(tiny_bundle, capsys):
     assert main(["export", str(tiny_bundle), "--no-dynamic-batch", "--opset", "13"]) == 0
     assert "max |Δp|" in capsys.readouterr().out

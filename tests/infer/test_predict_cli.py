@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from conftest import image_bytes
 from marinelife.cli import main
 from marinelife.infer.predict_cli import csv_header, expand_inputs
 
@@ -69,8 +70,14 @@ def test_table_and_missing_inputs(tiny_bundle, photos, tmp_path, capsys):
 def test_user_errors_exit_2(tiny_bundle, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["predict", str(tmp_path / "no-model"), str(empty)]) == 2
+    image = tmp_path / "a.png"
+    image.write_bytes(image_bytes())
+    assert main(["predict", str(tmp_path / "no-model"), str(image)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # Nothing to predict at all: one error line naming the input, exit 2.
+    assert main(["predict", str(tiny_bundle), str(empty), str(tmp_path / "*.nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(empty) in err[0] and "no images" in err[0]
     paths, problems = expand_inputs([empty])
     assert paths == [] and problems == [(str(empty), "folder contains no images")]
     assert csv_header(1) == ["path", "label", "confidence", "top1_label", "top1_prob"]

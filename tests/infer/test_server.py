@@ -42,7 +42,9 @@ def _png_header(width: int, height: int) -> bytes:
     """A valid PNG signature + IHDR claiming huge dimensions, with a tiny IDAT: a bomb header."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
@@ -126,7 +128,9 @@ def test_upload_limits(client):
         yield b"\r\n--b--\r\n"
 
     r = client.post(
-        "/v1/predict", content=chunked(), headers={"content-type": "multipart/form-data; boundary=b"}
+        "/v1/predict",
+        content=chunked(),
+        headers={"content-type": "multipart/form-data; boundary=b"},
     )
     assert r.status_code == 413, r.text
     r = _post(client, *[(f"{i}.png", image_bytes(seed=i)) for i in range(4)])
@@ -156,7 +160,7 @@ def test_concurrent_requests_share_forward_passes(predictor):
         return original(batch)
 
     predictor.logits = counting
-    app = create_app(predictor, ServeSettings(batch_wait_ms=50))
+    app = create_app(predictor, ServeSettings(batch_wait_ms=250))
 
     async def many():
         transport = httpx.ASGITransport(app=app)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import image_bytes
+from conftest import free_port, image_bytes
 from marinelife.infer.predictor import Predictor
 from marinelife.infer.server import ServeSettings, create_app
 
@@ -37,8 +37,6 @@ if not Path(CHROMIUM).exists():
 @pytest.fixture
 def server_url(tiny_bundle):
     import uvicorn
-
-    from test_server_process import free_port
 
     port = free_port()
     app = create_app(Predictor.load(tiny_bundle), ServeSettings(api_key=None))
@@ -67,7 +65,7 @@ def test_upload_page_shows_labels(server_url, tiny_bundle, tmp_path):
             page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
                 (server_url, "blob:", "data:")) else None)  # fmt: skip
             page.goto(server_url)
-            sync_api.expect(page.locator("#model")).to_contain_text("4 classes")
+            sync_api.expect(page.locator("#model")).to_contain_text("4 classes", timeout=20_000)
             page.set_input_files("#file", str(photo))
             card = page.locator(".card").first
             sync_api.expect(card).to_be_visible(timeout=20_000)
@@ -85,7 +83,7 @@ def test_upload_page_shows_labels(server_url, tiny_bundle, tmp_path):
             bad = tmp_path / "broken.jpg"
             bad.write_bytes(b"\xff\xd8\xff garbage")
             page.set_input_files("#file", str(bad))
-            sync_api.expect(page.locator("#error")).to_contain_text("422")
+            sync_api.expect(page.locator("#error")).to_contain_text("422", timeout=20_000)
             assert outside == []  # nothing fetched from anywhere but this server
         finally:
             browser.close()

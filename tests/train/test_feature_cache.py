@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from marinelife.config import resolve_config
-from marinelife.data.preprocess import preprocess_config_for_model
 from marinelife.data.scan import scan_dataset
 from marinelife.data.transforms import build_eval_transform
 from marinelife.models import build_classifier
 from marinelife.train import feature_cache as fc
+from marinelife.train.run import build_trainer
 from marinelife.train.stages import plan_stages
-from marinelife.train.trainer import Trainer
 
 BASE = {
     "image_hashes": ["a" * 64, "b" * 64],
@@ -58,20 +57,7 @@ def _trainer(tiny_dataset, tmp_path):
         ["input_size=32", "feature_cache_views=1", "workers=0"],
         {"pretrained": False},
     )
-    layout = scan_dataset(tiny_dataset)
-    model = build_classifier(config, len(layout.classes))
-    pre = preprocess_config_for_model(model.backbone, input_size=32)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir(exist_ok=True)
-    return Trainer(
-        config=config,
-        model=model,
-        layout=layout,
-        preprocess=pre,
-        run_dir=run_dir,
-        stages=plan_stages(config),
-        device=torch.device("cpu"),
-    )
+    return build_trainer(scan_dataset(tiny_dataset), config, tmp_path / "run")
 
 
 def test_cached_clean_view_equals_full_forward(tiny_dataset, tmp_path, monkeypatch):

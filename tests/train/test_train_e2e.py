@@ -15,7 +15,14 @@ from marinelife.cli import main
 from marinelife.config import available_recipes
 
 # Shrink any recipe to seconds: 1 epoch per stage, 32 px inputs, random init, no cache reuse.
-TINY = ["epochs=1", "input_size=32", "batch_size=8", "feature_cache_views=1", "workers=0"]
+TINY = [
+    "epochs=1",
+    "input_size=32",
+    "batch_size=8",
+    "feature_cache_views=1",
+    "workers=0",
+    "report=false",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -73,31 +80,18 @@ def test_every_recipe_runs_end_to_end(recipe, tiny_dataset, tmp_path, capsys):
 
 def test_two_stage_freezes_then_unfreezes_top(tiny_dataset, tmp_path):
     from marinelife.config import resolve_config
-    from marinelife.data.preprocess import preprocess_config_for_model
     from marinelife.data.scan import scan_dataset
-    from marinelife.models import build_classifier
-    from marinelife.train.stages import plan_stages
-    from marinelife.train.trainer import Trainer
+    from marinelife.train.run import build_trainer
 
     config = resolve_config(
         "two-stage",
         TINY + ["finetune_epochs=1", "finetune_fraction=0.35", "feature_cache=false"],
         {"pretrained": False},
     )
-    layout = scan_dataset(tiny_dataset)
-    model = build_classifier(config, len(layout.classes))
-    pre = preprocess_config_for_model(model.backbone, input_size=32)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    trainer = Trainer(
-        config=config,
-        model=model,
-        layout=layout,
-        preprocess=pre,
-        run_dir=run_dir,
-        stages=plan_stages(config),
-        device=torch.device("cpu"),
-    )
+    trainer = build_trainer(scan_dataset(tiny_dataset), config, run_dir)
+    model = trainer.model
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     trainer._run_stage(trainer.stages[0], None)
     after_head = {k: v.clone() for k, v in model.state_dict().items()}

@@ -254,6 +254,37 @@ def resize_shorter_side(image: Image.Image, size: int, interpolation: str) -> Im
     return image.resize((new_w, new_h), INTERPOLATIONS[interpolation])
 
 
+# Pixels the eval resize may produce before only a window around the centre crop is resized:
+# far above any photo's (a 20:1 panorama at 256 px is 1.3 M), far below a memory bomb.
+_MAX_RESIZED_PIXELS = 4_000_000
+
+
+def resize_for_center_crop(
+    image: Image.Image, size: int, crop: int, interpolation: str
+) -> Image.Image:
+    """:func:`resize_shorter_side`, except that a pathological strip resizes only its centre.
+
+    A 1x2,000,000 PNG is 6 kB on disk, yet :func:`resize_shorter_side` would make it
+    36x72,000,000 pixels (7.8 GB). Past ``_MAX_RESIZED_PIXELS`` only a window of ``4 * size``
+    along the long side is resized (PIL's ``box``: the same sampling positions and filter
+    support), placed so that :func:`center_crop` of it is the full image's centre crop and wide
+    enough for a denoise filter's neighbours. (PIL may then run its two passes in the other
+    order, so pixels can differ by a few levels from the full resize; photos never get here.)
+    """
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(size * long / short)
+    window = 4 * size + (4 * size - crop) % 2  # even margins: no rounding in the window's crop
+    if new_long * size <= _MAX_RESIZED_PIXELS or new_long <= window + 2:
+        return resize_shorter_side(image, size, interpolation)
+    start = int(round((new_long - crop) / 2.0)) - (window - crop) // 2
+    scale = long / new_long
+    lo, hi = max(0.0, start * scale), min(float(long), (start + window) * scale)
+    if width <= height:
+        return image.resize((size, window), INTERPOLATIONS[interpolation], box=(0, lo, width, hi))
+    return image.resize((window, size), INTERPOLATIONS[interpolation], box=(lo, 0, hi, height))
+
+
 def center_crop(array: np.ndarray, size: int) -> np.ndarray:
     """torchvision ``CenterCrop`` offsets (round half to even, as there)."""
     height, width = array.shape[:2]
@@ -280,7 +311,9 @@ def to_normalised_tensor(
 def preprocess_image(image: Image.Image | np.ndarray, config: PreprocessConfig) -> torch.Tensor:
     """Eval-time path: RGB → resize → denoise → centre-crop → normalise → float32 ``3xSxS``."""
     rgb = as_rgb_image(image)
-    resized = resize_shorter_side(rgb, config.scale_size, config.interpolation)
+    resized = resize_for_center_crop(
+        rgb, config.scale_size, config.input_size, config.interpolation
+    )
     array = np.asarray(resized, dtype=np.uint8)
     # Denoise before cropping so the filter sees real neighbours at the crop's edges.
     array = apply_denoise(array, config.denoise)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ BUNDLE_FORMAT = "marinelife-model"
 BUNDLE_VERSION = 1
 MODEL_JSON = "model.json"
 WEIGHTS_FILE = "best.safetensors"
+# Far above any real head (the original's widest layer is 1024), far below a memory bomb.
+_MAX_HIDDEN = 65536
 _HEAD_KEYS = ("head", "head_hidden", "head_dropout", "head_norm_first", "drop_rate")
 
 
@@ -105,17 +108,10 @@ def parse_model_json(data: Any, path: Path) -> ModelInfo:
     classes = _require(data, "classes", list, path)
     if not classes or not all(isinstance(c, str) and c for c in classes):
         raise MarineLifeError("model.json 'classes' must be a non-empty list of names", path=path)
+    if len(set(classes)) != len(classes):
+        raise MarineLifeError("model.json 'classes' names a class twice", path=path)
     head = _require(data, "head", dict, path)
-    checks = {
-        "head": str,
-        "head_hidden": list,
-        "head_dropout": list,
-        "head_norm_first": bool,
-        "drop_rate": (int, float),
-    }
-    for key, types in checks.items():
-        if not isinstance(head.get(key), types):
-            raise MarineLifeError(f"model.json head field '{key}' is invalid", path=path)
+    _check_head(head, path)
     weights = _require(data, "weights", str, path)
     if Path(weights).name != weights:
         raise MarineLifeError("model.json 'weights' must be a file name beside it", path=path)
@@ -136,6 +132,33 @@ def parse_model_json(data: Any, path: Path) -> ModelInfo:
         marinelife_version=str(data.get("marinelife_version", "")),
         created=str(data.get("created", "")),
     )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_head(head: dict[str, Any], path: Path) -> None:
+    """Types and ranges of the head settings: a hostile file must not size a huge layer."""
+
+    def bad(key: str) -> MarineLifeError:
+        return MarineLifeError(f"model.json head field '{key}' is invalid", path=path)
+
+    if head.get("head") not in ("linear", "mlp"):
+        raise bad("head")
+    hidden, dropout = head.get("head_hidden"), head.get("head_dropout")
+    if not isinstance(hidden, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= _MAX_HIDDEN for n in hidden
+    ):
+        raise bad("head_hidden")
+    if not isinstance(dropout, list) or not all(_is_number(p) and 0 <= p < 1 for p in dropout):
+        raise bad("head_dropout")
+    if head["head"] == "mlp" and len(hidden) != len(dropout):
+        raise bad("head_dropout")
+    if not isinstance(head.get("head_norm_first"), bool):
+        raise bad("head_norm_first")
+    if not _is_number(head.get("drop_rate")) or not 0 <= head["drop_rate"] < 1:
+        raise bad("drop_rate")
 
 
 def write_model_json(info: ModelInfo, folder: Path) -> Path:
@@ -163,7 +186,7 @@ def read_model_info(model: Path) -> tuple[ModelInfo, Path]:
     path = find_model_json(model)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise MarineLifeError(f"unreadable model.json ({exc})", path=path) from exc
     return parse_model_json(data, path), path.parent
 
@@ -171,6 +194,7 @@ def read_model_info(model: Path) -> tuple[ModelInfo, Path]:
 def load_bundle(model: Path):
     """Rebuild the network from ``model.json`` and load its safetensors weights (eval mode)."""
     from marinelife.models import build_classifier
+    from marinelife.models.backbones import check_architecture
 
     info, folder = read_model_info(model)
     if info.is_onnx:
@@ -179,6 +203,12 @@ def load_bundle(model: Path):
             path=folder / info.weights,
             fix="use the ONNX Runtime backend (--backend onnx), or pass the run folder",
         )
+    try:
+        check_architecture(info.architecture)
+    except MarineLifeError as exc:
+        raise MarineLifeError(
+            f"model.json 'architecture' is invalid ({exc})", path=folder / MODEL_JSON
+        ) from exc
     network = build_classifier(info.model_config(), len(info.classes), pretrained=False)
     weights_path = folder / info.weights
     state = load_weights(weights_path)

@@ -156,6 +156,9 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, *, dynamic_bat
         _Calibration(batches),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
+        # 7-bit weights: AVX2 CPUs without VNNI multiply u8×s8 with VPMADDUBSW, whose 16-bit
+        # intermediate sums saturate at 8 bits (measured: -2.5 vs -1.2 points on the dev set).
+        reduce_range=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,

@@ -1,7 +1,8 @@
 """`marinelife predict`: files, folders (recursive) and globs → a table, CSV or JSON.
 
 Results go to stdout (CSV rows as they are computed); a file that cannot be read is reported on
-its own line on stderr and skipped, and the command exits 1 at the end if any input failed.
+its own line on stderr and skipped, and the command exits 1 at the end if any input failed. When
+no input yields a single image there is nothing to predict: a usage error (exit 2).
 """
 
 from __future__ import annotations
@@ -117,8 +118,10 @@ def run_predict(
     if top_k < 1 or batch_size < 1:
         raise MarineLifeError("--top-k and --batch-size must be at least 1")
     paths, problems = expand_inputs(inputs)
-    if not paths and not problems:
-        raise MarineLifeError("no images given", fix="pass image files, folders or globs")
+    if not paths:
+        # Nothing to predict at all is a usage error (exit 2), not a partly failed batch.
+        where, reason = problems[0] if problems else (None, "no images given")
+        raise MarineLifeError(reason, path=where, fix="pass image files, folders or globs")
     predictor = Predictor.load(model, backend=backend, reject=reject, tta=tta, threads=threads)
     for note in predictor.notes:
         log.warning("%s", note)

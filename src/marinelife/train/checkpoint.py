@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import random
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,20 +26,60 @@ from marinelife.errors import MarineLifeError
 log = logging.getLogger(__name__)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temp file in the same folder, fsync, then ``os.replace`` over ``path``."""
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe later.
+_UMASK = _read_umask()
+
+
+def atomic_write(
+    path: Path,
+    write: Callable[[IO[bytes]], None],
+    *,
+    before_replace: Callable[[], None] | None = None,
+) -> None:
+    """Write through a temp file in the same folder, fsync, then ``os.replace`` over ``path``.
+
+    ``before_replace`` runs once the new content is safely on disk, just before it takes over.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file owner-only; give it the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# What atomic_write's mkstemp names look like: ".NAME.<8 random chars>.tmp".
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files of writes that a killed process never finished; return them.
+
+    They are never read (the real file is replaced only once its temp file is complete), but a
+    run killed mid-write many times would otherwise collect a checkpoint-sized file per kill.
+    """
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        if _TEMP_NAME.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -82,12 +123,22 @@ def previous_path(path: Path) -> Path:
 
 
 def save_training_state(state: dict[str, Any], path: Path) -> None:
-    """Save ``state``; the checkpoint it replaces is kept as ``NAME.prev.ckpt`` for fallback."""
+    """Save ``state``; the checkpoint it replaces is kept as ``NAME.prev.ckpt`` for fallback.
+
+    The old checkpoint is rotated only after the new one is fully written, so a failed write
+    (disk full, quota) leaves ``path`` itself untouched.
+    """
+    if isinstance(state.get("model"), dict):
+        assert_finite(state["model"], path.name)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    if path.exists():
-        os.replace(path, previous_path(path))
-    atomic_write_bytes(path, buffer.getvalue())
+    data = buffer.getvalue()
+
+    def rotate() -> None:
+        if path.exists():
+            os.replace(path, previous_path(path))
+
+    atomic_write(path, lambda handle: handle.write(data), before_replace=rotate)
 
 
 def _load_state(path: Path) -> dict[str, Any]:

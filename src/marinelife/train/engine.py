@@ -36,6 +36,10 @@ def _grads_finite(parameters: list[torch.nn.Parameter]) -> bool:
     return all(p.grad is None or torch.isfinite(p.grad).all() for p in parameters)
 
 
+def _params_finite(parameters: list[torch.nn.Parameter]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in parameters)
+
+
 def train_one_epoch(
     model: torch.nn.Module,
     loader: Iterable,
@@ -91,6 +95,15 @@ def train_one_epoch(
             scheduler.step()
             continue
         optimizer.step()
+        if not _params_finite(params):
+            # Finite gradients can still overflow the weights (a huge lr). Skipping cannot undo
+            # an update (every later step would be skipped), so stop here with the step named.
+            raise MarineLifeError(
+                f"the update at {epoch_label}, step {step + 1} (global step "
+                f"{global_step + step + 1}) made the weights non-finite; nothing non-finite "
+                "was saved",
+                fix="lower the learning rate",
+            )
         scheduler.step()
         batch = targets.numel()
         total_loss += float(loss.detach()) * batch

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import json
 import logging
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +79,31 @@ def _run_dir(runs_dir: Path, name: str | None, recipe: str, resume: bool) -> Pat
     return run_dir
 
 
+def build_trainer(
+    layout: DatasetLayout,
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    device: torch.device | None = None,
+    pretrained: bool | None = None,
+) -> Trainer:
+    """Model, preprocessing (from the backbone's own data config) and stage plan for a run."""
+    device = device or torch.device("cpu")
+    model = build_classifier(config, len(layout.classes), pretrained=pretrained).to(device)
+    preprocess = preprocess_config_for_model(
+        model.backbone, input_size=config.input_size, denoise=config.denoise
+    )
+    return Trainer(
+        config=config,
+        model=model,
+        layout=layout,
+        preprocess=preprocess,
+        run_dir=run_dir,
+        stages=plan_stages(config),
+        device=device,
+    )
+
+
 def load_training_layout(data: Path) -> DatasetLayout:
     """Scan ``data`` and insist on train/ and val/ (test/ optional) before anything is written."""
     layout = scan_dataset(data)
@@ -103,35 +131,24 @@ def train(
         log.warning("bf16 requested but this CPU has no native bfloat16: expect it to be slower")
     seed_everything(config.seed)
     if resume:
-        saved_config = load_config(run_dir / "config.yaml")
-        if saved_config.architecture != config.architecture:
-            raise MarineLifeError(
-                "config differs from the run being resumed", path=run_dir / "config.yaml"
-            )
         classes = json.loads((run_dir / "classes.json").read_text("utf-8"))
         if classes != layout.classes:
             raise MarineLifeError("classes differ from the run being resumed", path=data)
-    model = build_classifier(config, len(layout.classes), pretrained=False if resume else None)
-    model.to(device)
-    preprocess = preprocess_config_for_model(
-        model.backbone, input_size=config.input_size, denoise=config.denoise
+    # A resumed run takes its weights from last.ckpt, so it needs no pretrained download.
+    trainer = build_trainer(
+        layout, config, run_dir, device=device, pretrained=False if resume else None
     )
+    model, preprocess = trainer.model, trainer.preprocess
     save_config(config, run_dir / "config.yaml")
     save_classes(layout.classes, run_dir / "classes.json")
-    trainer = Trainer(
-        config=config,
-        model=model,
-        layout=layout,
-        preprocess=preprocess,
-        run_dir=run_dir,
-        stages=plan_stages(config),
-        device=device,
-    )
     saved = trainer.load_resume_state() if resume else None
     start = time.perf_counter()
     state = trainer.fit(resume=saved)
     train_seconds = time.perf_counter() - start
     trainer.restore_best()
+    from marinelife.infer.rejection import ensure_rejection
+
+    ensure_rejection(run_dir, layout, model=model, device=device, force=True)
     split = "test" if "test" in layout.splits else "val"
     samples = layout.samples(split)
     targets, probs = predict_samples(
@@ -145,10 +162,15 @@ def train(
         "recipe": config.recipe,
         "architecture": config.architecture,
         "num_parameters": sum(p.numel() for p in model.parameters()),
+        "train_samples": len(layout.samples("train")),
     }
     metrics = write_split_metrics(run_dir, split, samples, targets, probs, layout.classes, extra)
     _add_test_metrics_to_bundle(run_dir, metrics)
     print_summary(metrics, split)
+    if config.report:
+        from marinelife.evaluate.report import build_report
+
+        print(f"report: {build_report(run_dir, data=layout, gradcam=False)}")
     return metrics
 
 
@@ -181,13 +203,31 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     try:
         metrics = train(layout, config, run_dir=run_dir, resume=args.resume)
     except KeyboardInterrupt:
-        print(
-            f"interrupted; resume with: marinelife train --data {args.data} "
-            f"--name {run_dir.name} --runs-dir {args.runs_dir} --resume"
-        )
+        # stderr, once: the CLI adds "interrupted" and exits 130.
+        print(f"marinelife train: {_how_to_continue(args, run_dir)}", file=sys.stderr)
         raise
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise MarineLifeError(
+            f"no space left on the device ({exc.strerror}); every checkpoint on disk is whole",
+            path=exc.filename or run_dir,
+            fix=f"free some space, then {_how_to_continue(args, run_dir)}",
+        ) from exc
     print(f"run folder: {run_dir}")
     return metrics
+
+
+def _how_to_continue(args: argparse.Namespace, run_dir: Path) -> str:
+    """The exact command that continues ``run_dir`` (or why there is nothing to continue)."""
+    if not (run_dir / "last.ckpt").exists() and not (run_dir / "last.prev.ckpt").exists():
+        return (
+            "start again (no epoch had finished, so there is nothing to resume): "
+            f"delete {run_dir} or pick another --name"
+        )
+    command = ["marinelife", "train", "--data", str(args.data), "--name", run_dir.name]
+    command += ["--runs-dir", str(args.runs_dir), "--resume"]
+    return f"resume with: {shlex.join(command)}"
 
 
 def show_recipes(name: str | None, *, keys: bool = False) -> None:

@@ -20,11 +20,14 @@ from marinelife.config import TrainConfig
 from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import DatasetLayout
 from marinelife.errors import MarineLifeError
+from marinelife.evaluate import tracking
+from marinelife.evaluate.tracking import log_epoch
 from marinelife.infer.bundle import WEIGHTS_FILE, ModelInfo, write_model_json
 from marinelife.models import head_l2_parameters, set_trainable
 from marinelife.train.checkpoint import (
     atomic_write_text,
     load_training_state,
+    remove_stale_temp_files,
     rng_state,
     save_training_state,
     save_weights,
@@ -144,6 +147,8 @@ class Trainer:
         )
 
     def load_resume_state(self) -> dict[str, Any]:
+        for leftover in remove_stale_temp_files(self.run_dir):
+            log.info("removed %s, left by a write that was interrupted", leftover.name)
         saved = load_training_state(self.run_dir / "last.ckpt")
         self.model.load_state_dict(saved["model"])
         st = self.state
@@ -178,6 +183,7 @@ class Trainer:
             resume = None
             self.restore_best()
             st.stage_index, st.epoch = index + 1, 0
+        tracking.close(self.run_dir)
         return st
 
     def restore_best(self) -> None:
@@ -267,6 +273,7 @@ class Trainer:
                 "train_samples_per_s": round(train["samples_per_s"], 1),
             }
             st.history.append(row)
+            log_epoch(self.run_dir, row)
             value = _monitor_value(stage.monitor, val)
             improved = monitor_improved(stage.monitor, value, st.best_stage_value)
             if improved:
