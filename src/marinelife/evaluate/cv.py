@@ -252,16 +252,9 @@ def write_cv_report(summary: dict[str, Any], out: Path) -> Path:
 
 def run_cv_cli(args: Any) -> dict[str, Any]:
     """``marinelife cv``: the recipe resolved as ``train`` does, then :func:`run_cv`."""
-    from marinelife.config import resolve_config
+    from marinelife.train.run import config_from_flags
 
-    extra: dict[str, Any] = {}
-    if args.no_pretrained:
-        extra["pretrained"] = False
-    if args.weights is not None:
-        extra["weights"] = str(args.weights)
-    if args.no_feature_cache:
-        extra["feature_cache"] = False
-    config = resolve_config(args.recipe, args.overrides, extra)
+    config = config_from_flags(args)
     out = args.runs_dir / args.name if args.name else None
     if (
         out is not None

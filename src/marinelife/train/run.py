@@ -182,7 +182,8 @@ def _add_test_metrics_to_bundle(run_dir: Path, metrics: dict[str, Any]) -> None:
     write_model_json(info, run_dir)
 
 
-def run_train(args: argparse.Namespace) -> dict[str, Any]:
+def config_from_flags(args: argparse.Namespace) -> TrainConfig:
+    """The recipe with the command line's flags and ``--set`` overrides applied."""
     extra: dict[str, Any] = {}
     if args.no_pretrained:
         extra["pretrained"] = False
@@ -190,13 +191,17 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         extra["weights"] = str(args.weights)
     if args.no_feature_cache:
         extra["feature_cache"] = False
+    return resolve_config(args.recipe, args.overrides, extra)
+
+
+def run_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.resume:
         if args.name is None:
             raise MarineLifeError("--resume needs --name RUN (the run folder to continue)")
         config_path = args.runs_dir / args.name / "config.yaml"
         config = load_config(config_path)
     else:
-        config = resolve_config(args.recipe, args.overrides, extra)
+        config = config_from_flags(args)
     layout = load_training_layout(args.data)
     run_dir = _run_dir(args.runs_dir, args.name, config.recipe, args.resume)
     log.info("run folder: %s", run_dir)
