@@ -156,9 +156,6 @@ def test_bad_data_path_leaves_no_output_behind(command: str, kind: str, tmp_path
     assert set(tmp_path.rglob("*")) == before
 
 
-@pytest.mark.xfail(
-    reason="train/run.py creates the run folder before scanning --data (reported)", strict=False
-)
 def test_train_bad_data_leaves_no_run_folder(tmp_path: Path) -> None:
     pytest.importorskip("marinelife.train.run")
     _, argv = DATA_COMMANDS["train"]
@@ -350,10 +347,6 @@ def test_python_dash_m_version() -> None:
 
 
 @pytest.mark.slow  # a fresh interpreter importing torch: ~8 s on a busy 2-core machine
-@pytest.mark.xfail(
-    reason="train logs 'run folder: ...' to stderr before scanning --data (reported)",
-    strict=False,
-)
 def test_real_process_prints_exactly_one_stderr_line(tmp_path: Path) -> None:
     # In a real process logging is configured (under pytest it is not), so INFO lines logged
     # before the error would break the one-line contract.
