@@ -9,12 +9,27 @@ import sys
 LOGGER_NAME = "marinelife"
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (it may be swapped, e.g. by test capture)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; ignore
+        pass
+
+
 def setup_logging(*, verbose: bool = False, quiet: bool = False) -> None:
     """INFO by default, DEBUG with -v, WARNING with -q; idempotent across repeated CLI calls."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     if not any(getattr(h, "_marinelife", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._marinelife = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

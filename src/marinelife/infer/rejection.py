@@ -27,7 +27,7 @@ from scipy.special import logsumexp, softmax
 
 from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
 from marinelife.data.scan import DatasetLayout, Sample
-from marinelife.errors import MarineLifeError
+from marinelife.errors import ImageDecodeError, MarineLifeError
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,16 @@ def accept_mask(logits: np.ndarray, rejection: dict[str, Any] | None) -> np.ndar
     return rejection_scores(logits)[score] >= threshold
 
 
+def _load(path, preprocess: PreprocessConfig, skip_unreadable: bool) -> torch.Tensor | None:
+    try:
+        return load_and_preprocess(path, preprocess)
+    except ImageDecodeError as exc:
+        if not skip_unreadable:
+            raise
+        log.warning("rejection calibration skips an unreadable image: %s", exc)
+        return None
+
+
 @torch.inference_mode()
 def sample_logits(
     model: torch.nn.Module | Callable[[np.ndarray], np.ndarray],
@@ -103,8 +113,14 @@ def sample_logits(
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 32,
+    skip_unreadable: bool = False,
 ) -> np.ndarray:
-    """Logits for image files, through the one shared preprocessing function."""
+    """Logits for image files, through the one shared preprocessing function.
+
+    ``skip_unreadable`` drops files that cannot be decoded (logged) instead of raising; the rows
+    then no longer line up with ``paths``, which is fine for calibration.
+    """
+
     is_module = isinstance(model, torch.nn.Module)
     device = torch.device(device)
     if is_module:
@@ -113,7 +129,11 @@ def sample_logits(
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            batch = torch.stack(list(pool.map(lambda p: load_and_preprocess(p, preprocess), chunk)))
+            loaded = pool.map(lambda p: _load(p, preprocess, skip_unreadable), chunk)
+            tensors = [t for t in loaded if t is not None]
+            if not tensors:
+                continue
+            batch = torch.stack(tensors)
             if not is_module:
                 chunks.append(np.asarray(model(batch.numpy())))
                 continue
@@ -138,7 +158,9 @@ def calibrate_rejection(
     ``model`` is the network (or any callable mapping an NCHW float32 batch to logits).
     """
     paths = [s.path if isinstance(s, Sample) else Path(s) for s in samples]
-    logits = sample_logits(model, paths, preprocess, device=device, batch_size=batch_size)
+    logits = sample_logits(
+        model, paths, preprocess, device=device, batch_size=batch_size, skip_unreadable=True
+    )
     return calibrate_from_logits(logits, tpr)
 
 
