@@ -16,8 +16,6 @@ import asyncio
 import io
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,20 +28,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from _serving import free_port, random_bundle, rss_mb, stop_server
+
 DEV = Path("/work/shared/data/sea-animals-dev")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def sample_jpeg() -> bytes:
@@ -57,23 +44,6 @@ def sample_jpeg() -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
-
-
-def random_bundle(folder: Path) -> Path:
-    """An untrained tf_efficientnet_lite0 bundle at 224 px when no --model is given."""
-    from marinelife.config import TrainConfig
-    from marinelife.data.preprocess import preprocess_config_for_model
-    from marinelife.infer.bundle import ModelInfo, head_settings, write_model_json
-    from marinelife.models import build_classifier
-    from marinelife.train.checkpoint import save_weights
-
-    config = TrainConfig(architecture="tf_efficientnet_lite0", pretrained=False)
-    model = build_classifier(config, 23).eval()
-    save_weights(model.state_dict(), folder / "best.safetensors")
-    pre = preprocess_config_for_model(model.backbone)
-    classes = [f"class {i}" for i in range(23)]
-    write_model_json(ModelInfo(config.architecture, classes, pre, head_settings(config)), folder)
-    return folder
 
 
 def bad_requests(jpeg: bytes) -> list[dict]:
@@ -133,7 +103,9 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=300)
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
-    model = args.model or random_bundle(Path(tmp.name))
+    model = args.model or random_bundle(
+        Path(tmp.name), "tf_efficientnet_lite0", [f"class {i}" for i in range(23)]
+    )
     port = free_port()
     log = Path(tmp.name) / "serve.log"
     cmd = [sys.executable, "-m", "marinelife", "serve", str(model), "--port", str(port)]
@@ -156,11 +128,7 @@ def main() -> None:
         latencies, good, bad, elapsed = asyncio.run(run_load(base, args, jpeg))
         rss_after = rss_mb(proc.pid)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc, timeout=20)
     lat = np.asarray(latencies) * 1000
     p50, p95, p99 = np.percentile(lat, [50, 95, 99]) if len(lat) else (np.nan,) * 3
     done = sum(good.values()) + sum(bad.values())

@@ -19,8 +19,6 @@ import asyncio
 import io
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,21 +31,11 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from _serving import free_port, random_bundle, rss_mb, stop_server
+
+CLASSES = ["synthetic crab", "synthetic eel", "synthetic ray", "synthetic seal"]
 MAX_UPLOAD_MB = 2
 MAX_FILES = 4
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -167,30 +155,6 @@ async def soak(base: str, seconds: float, concurrency: int, seed: int):
     return kinds, statuses, latencies, failures, health
 
 
-def make_bundle(folder: Path, size: int) -> Path:
-    import torch
-
-    from marinelife.config import TrainConfig
-    from marinelife.data.preprocess import preprocess_config_for_model
-    from marinelife.infer.bundle import ModelInfo, head_settings, write_model_json
-    from marinelife.models import build_classifier
-    from marinelife.train.checkpoint import save_weights
-
-    torch.manual_seed(0)
-    config = TrainConfig(architecture="mobilenetv2_050", pretrained=False)
-    classes = ["synthetic crab", "synthetic eel", "synthetic ray", "synthetic seal"]
-    model = build_classifier(config, len(classes)).eval()
-    save_weights(model.state_dict(), folder / "best.safetensors")
-    info = ModelInfo(
-        architecture=config.architecture,
-        classes=classes,
-        preprocess=preprocess_config_for_model(model.backbone, input_size=size),
-        head=head_settings(config),
-    )
-    write_model_json(info, folder)
-    return folder
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="run folder (default: a tiny one)")
@@ -204,7 +168,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="marinelife-soak-") as tmp:
-        model = args.model or make_bundle(Path(tmp), args.size)
+        model = args.model or random_bundle(Path(tmp), "mobilenetv2_050", CLASSES, args.size)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = dict(os.environ, MARINELIFE_CACHE=str(Path(tmp) / "cache"))
@@ -215,11 +179,7 @@ def main() -> int:
         try:
             return _run(args, server, base)
         finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
 
 
 def _run(args, server: subprocess.Popen, base: str) -> int:
