@@ -55,3 +55,21 @@ def test_training_writes_report_and_rejection(tiny_dataset, tmp_path, monkeypatc
     assert any((runs / "r" / "figures").glob("*.png"))
     model_json = json.loads((runs / "r" / "model.json").read_text())
     assert 0.0 < model_json["rejection"]["threshold"] <= 1.0
+
+
+def test_unreadable_test_image_is_left_out_not_counted_twice(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    bad = tiny_dataset / "test" / "synthetic disc" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    runs = tmp_path / "runs"
+    args = ["train", "--data", str(tiny_dataset), "--recipe", "two-stage-lite", "--name", "r"]
+    args += ["--runs-dir", str(runs), "--no-pretrained", "-q"]
+    sets = ["epochs=1", "input_size=32", "workers=0", "finetune_epochs=0", "report=false"]
+    assert main(args + [a for s in sets for a in ("--set", s)]) == 0
+    for _ in range(2):  # after training, and again from `evaluate`
+        metrics = json.loads((runs / "r" / "test_metrics.json").read_text())
+        assert metrics["num_samples"] == 16  # 4 classes x 4 readable test images
+        assert str(bad) not in metrics["files"]
+        assert len(set(metrics["files"])) == len(metrics["files"])
+        assert main(["evaluate", str(runs / "r"), "--data", str(tiny_dataset), "-q",
+                     "--no-report"]) == 0  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -79,3 +80,25 @@ class EpochSeedSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.inner)
+
+
+def readable_samples(
+    samples: Sequence[Sample], *, draft_size: tuple[int, int] | None = None
+) -> tuple[list[Sample], list[str]]:
+    """(samples that decode, one message per file that does not).
+
+    Evaluation must leave unreadable files out of its numbers rather than let the training
+    dataset's substitution count another image twice.
+    """
+
+    def ok(sample: Sample) -> str | None:
+        try:
+            load_image_array(sample.path, draft_size=draft_size)
+        except ImageDecodeError as exc:
+            return str(exc)
+        return None
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        errors = list(pool.map(ok, samples))
+    kept = [s for s, err in zip(samples, errors) if err is None]
+    return kept, [err for err in errors if err is not None]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from marinelife.data.dataset import ImageSampleDataset
+from marinelife.data.dataset import ImageSampleDataset, readable_samples
 from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import Sample, scan_dataset
 from marinelife.data.transforms import build_eval_transform
@@ -24,6 +24,16 @@ from marinelife.train.checkpoint import atomic_write_text
 from marinelife.train.engine import predict_probs
 
 log = logging.getLogger(__name__)
+
+
+def evaluable_samples(samples: Sequence[Sample], preprocess: PreprocessConfig) -> list[Sample]:
+    """The split's readable images; unreadable ones are named and left out of the metrics."""
+    kept, errors = readable_samples(samples, draft_size=preprocess.draft_size)
+    for message in errors:
+        log.warning("left out of the metrics: %s", message)
+    if not kept:
+        raise MarineLifeError("no readable images to evaluate", path=samples[0].path.parent)
+    return kept
 
 
 def predict_samples(
@@ -145,7 +155,7 @@ def run_evaluate(
             path=data,
             fix="evaluate on a dataset with the classes the model was trained on",
         )
-    samples = layout.samples(split)
+    samples = evaluable_samples(layout.samples(split), info.preprocess)
     targets, probs = predict_samples(
         model, samples, layout.class_to_index, info.preprocess, device=torch.device("cpu")
     )

@@ -28,7 +28,12 @@ from marinelife.config import (
 from marinelife.data.preprocess import preprocess_config_for_model
 from marinelife.data.scan import DatasetLayout, save_classes, scan_dataset
 from marinelife.errors import MarineLifeError
-from marinelife.evaluate.run import predict_samples, print_summary, write_split_metrics
+from marinelife.evaluate.run import (
+    evaluable_samples,
+    predict_samples,
+    print_summary,
+    write_split_metrics,
+)
 from marinelife.models import build_classifier
 from marinelife.train.stages import plan_stages
 from marinelife.train.trainer import Trainer, require_val_split, seed_everything
@@ -150,7 +155,7 @@ def train(
 
     ensure_rejection(run_dir, layout, model=model, device=device, force=True)
     split = "test" if "test" in layout.splits else "val"
-    samples = layout.samples(split)
+    samples = evaluable_samples(layout.samples(split), preprocess)
     targets, probs = predict_samples(
         model, samples, layout.class_to_index, preprocess, device=device
     )
