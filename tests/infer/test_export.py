@@ -85,3 +85,21 @@ def test_int8_reports_accuracy_and_refuses_a_drop(tiny_bundle, tiny_dataset, tmp
         2,
         4,
     )
+
+
+@pytest.mark.slow
+def test_unreadable_data_images_are_left_out_not_fatal(tiny_bundle, tiny_dataset, tmp_path, caplog):
+    broken = []
+    for split in ("val", "test"):
+        first_class = sorted(p for p in (tiny_dataset / split).iterdir())[0]
+        path = first_class / "broken.jpg"
+        path.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+        broken.append(path)
+    report = export_onnx(
+        tiny_bundle, tmp_path / "q", data=tiny_dataset, quantize="int8", max_drop=100
+    )
+    assert report.checked["real"] >= 15  # the broken one may be among the 16 spread picks
+    meta = json.loads((tmp_path / "q" / "model.json").read_text())
+    assert meta["export"]["accuracy"]["images"] == 16
+    assert sum("broken.jpg" in r.getMessage() for r in caplog.records) == 2
+    assert all(p.read_bytes() == b"\xff\xd8\xff\xe0 truncated" for p in broken)

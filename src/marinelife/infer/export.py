@@ -27,7 +27,7 @@ from scipy.special import softmax
 
 from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
 from marinelife.data.scan import Sample, scan_dataset
-from marinelife.errors import MarineLifeError
+from marinelife.errors import ImageDecodeError, MarineLifeError
 from marinelife.infer.bundle import load_bundle, read_model_info, write_model_json
 from marinelife.infer.rejection import require_same_classes
 from marinelife.train.checkpoint import atomic_write_bytes
@@ -96,9 +96,32 @@ def torch_to_onnx(
 
 
 def _preprocess_many(sources: list[Any], preprocess: PreprocessConfig) -> np.ndarray:
+    """Inputs for every source; all of them must decode (generated images always do)."""
+    inputs, kept = _preprocess_readable(sources, preprocess)
+    assert len(kept) == len(sources)
+    return inputs
+
+
+def _preprocess_readable(
+    sources: list[Any], preprocess: PreprocessConfig
+) -> tuple[np.ndarray, list[int]]:
+    """Inputs for the sources that decode and their indices; each unreadable file is named in a
+    warning and left out, so one broken photo in --data cannot stop an export."""
+
+    def load(source: Any) -> np.ndarray | None:
+        try:
+            return load_and_preprocess(source, preprocess).numpy()
+        except ImageDecodeError as exc:
+            log.warning("left out: %s", exc)
+            return None
+
     with ThreadPoolExecutor(max_workers=4) as pool:
-        tensors = list(pool.map(lambda s: load_and_preprocess(s, preprocess).numpy(), sources))
-    return np.stack(tensors) if tensors else np.zeros((0, 3, 1, 1), np.float32)
+        tensors = list(pool.map(load, sources))
+    kept = [i for i, tensor in enumerate(tensors) if tensor is not None]
+    if not kept:
+        size = preprocess.input_size
+        return np.zeros((0, 3, size, size), np.float32), kept
+    return np.stack([tensors[i] for i in kept]), kept
 
 
 def _generated_images(count: int, size: int) -> list[bytes]:
@@ -185,7 +208,7 @@ def _check_inputs(
     require_same_classes(layout, classes)
     split = "val" if "val" in layout.splits else next(iter(layout.splits))
     chosen = _spread(layout.samples(split), _REAL_CHECK_IMAGES)
-    real = _preprocess_many([s.path for s in chosen], preprocess)
+    real, _ = _preprocess_readable([s.path for s in chosen], preprocess)
     return np.concatenate([random_inputs, real]), f"real ({split} split)", layout
 
 
@@ -299,19 +322,25 @@ def _quantize_and_measure(
 ) -> dict[str, Any]:
     layout.require_splits(split)
     calib_split = "train" if "train" in layout.splits else "val"
-    calib = _preprocess_many(
+    calib, _ = _preprocess_readable(
         [s.path for s in _spread(layout.samples(calib_split), _CALIBRATION_IMAGES)],
         info.preprocess,
     )
+    if not len(calib):
+        raise MarineLifeError(
+            f"no readable images to calibrate on in {calib_split}", path=layout.root
+        )
     log.info("calibrating int8 on %d %s images", len(calib), calib_split)
     quantize_int8(fp32, int8, calib, dynamic_batch=dynamic_batch)
     samples = layout.samples(split)
-    inputs = _preprocess_many([s.path for s in samples], info.preprocess)
-    targets = np.asarray(layout.targets(split))
+    inputs, kept = _preprocess_readable([s.path for s in samples], info.preprocess)
+    if not kept:
+        raise MarineLifeError(f"no readable images in the {split} split", path=layout.root)
+    targets = np.asarray(layout.targets(split))[kept]
     fp32_acc, int8_acc = _accuracy(fp32, inputs, targets), _accuracy(int8, inputs, targets)
     return {
         "split": split,
-        "images": len(samples),
+        "images": len(kept),
         "calibration": f"{len(calib)} {calib_split} images",
         "fp32": fp32_acc,
         "int8": int8_acc,
