@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import io
 import logging
 import re
 import signal
@@ -24,21 +23,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from marinelife.config import AugmentConfig
 from marinelife.data.dataset import ImageSampleDataset
 from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
 from marinelife.data.scan import Sample
+from marinelife.data.synthetic import IMAGE_FORMATS as FORMATS
+from marinelife.data.synthetic import IMAGE_MODES as MODES
+from marinelife.data.synthetic import encode_image
 from marinelife.data.transforms import build_train_transform
 from marinelife.errors import MarineLifeError
 
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
-MODES = ("RGB", "L", "RGBA", "P", "1", "CMYK", "I;16", "LA")
 SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif",
           "BMP": ".bmp", "random": ".jpg"}  # fmt: skip
-STORABLE = {"JPEG": ("L", "RGB", "CMYK"), "GIF": ("P", "L"), "WEBP": ("RGB", "RGBA"),
-            "BMP": ("1", "L", "P", "RGB")}  # fmt: skip
 
 
 class CaseTimeout(Exception):
@@ -51,27 +48,9 @@ def _on_alarm(signum, frame):
 
 def encode(rng: np.random.Generator, fmt: str) -> bytes:
     width, height = (int(v) for v in rng.integers(1, 65, 2))
-    mode = str(rng.choice(MODES))
-    base = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    if mode == "I;16":
-        img = Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
-    elif mode == "P":
-        img = base.quantize(colors=16)
-    else:
-        img = base.convert(mode)
-    if fmt in STORABLE and img.mode not in STORABLE[fmt]:
-        img = base.convert(STORABLE[fmt][0] if fmt != "BMP" else "RGB")
-    if fmt == "PNG" and img.mode == "CMYK":
-        img = base
-    buffer = io.BytesIO()
-    frames = 3 if rng.random() < 0.2 and fmt in ("GIF", "WEBP", "PNG", "TIFF") else 1
-    if frames > 1:
-        others = [base.rotate(90 * i) for i in range(1, frames)]
-        others = [o.convert("P") for o in others] if fmt == "GIF" else others
-        img.save(buffer, format=fmt, save_all=True, append_images=others)
-    else:
-        img.save(buffer, format=fmt)
-    return buffer.getvalue()
+    frames = 3 if rng.random() < 0.2 else 1
+    seed = int(rng.integers(0, 2**31))
+    return encode_image(fmt, str(rng.choice(MODES)), width, height, seed=seed, frames=frames)
 
 
 def mutate(rng: np.random.Generator, data: bytes) -> bytes:

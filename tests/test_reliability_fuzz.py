@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
-import io
 import signal
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
 from marinelife.config import AugmentConfig
 from marinelife.data.dataset import ImageSampleDataset
 from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
 from marinelife.data.scan import Sample
+from marinelife.data.synthetic import IMAGE_FORMATS as FORMATS
+from marinelife.data.synthetic import IMAGE_MODES as MODES
+from marinelife.data.synthetic import encode_image as encode
 from marinelife.data.transforms import build_train_transform
 from marinelife.errors import MarineLifeError
 
@@ -36,8 +36,6 @@ SIZE = 32
 CONFIG = PreprocessConfig(
     input_size=SIZE, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_pct=0.875
 )
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
-MODES = ("RGB", "L", "RGBA", "P", "1", "CMYK", "I;16", "LA")
 CASE_SECONDS = 20  # a hang, not slowness: decoding 64-px images takes milliseconds
 FUZZ = settings(
     max_examples=250,
@@ -71,33 +69,6 @@ def time_limit(seconds: int):
         faulthandler.cancel_dump_traceback_later()
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def encode(fmt: str, mode: str, width: int, height: int, seed: int, frames: int = 1) -> bytes:
-    """A small valid image; modes a format cannot store fall back to one it can."""
-    rng = np.random.default_rng(seed)
-    base = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    if mode == "I;16":
-        img = Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
-    elif mode == "P":
-        img = base.quantize(colors=16)
-    else:
-        img = base.convert(mode)
-    fallback = {"JPEG": ("L", "RGB", "CMYK"), "GIF": ("P", "L"), "WEBP": ("RGB", "RGBA"),
-                "BMP": ("1", "L", "P", "RGB")}  # fmt: skip
-    if fmt in fallback and img.mode not in fallback[fmt]:
-        img = base.convert(fallback[fmt][0] if fmt != "BMP" else "RGB")
-    if fmt == "PNG" and img.mode == "CMYK":
-        img = base
-    buffer = io.BytesIO()
-    if frames > 1 and fmt in ("GIF", "WEBP", "PNG", "TIFF"):
-        others = [base.rotate(90 * i) for i in range(1, frames)]
-        if fmt == "GIF":
-            others = [o.convert("P") for o in others]
-        img.save(buffer, format=fmt, save_all=True, append_images=others)
-    else:
-        img.save(buffer, format=fmt)
-    return buffer.getvalue()
 
 
 def mutate(data: bytes, ops: list[tuple[str, float, bytes]]) -> bytes:

@@ -6,6 +6,7 @@ needs a download; the classes are visually distinct, so a tiny model learns them
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from marinelife.errors import MarineLifeError
 SHAPES = ("disc", "square", "triangle", "star", "ring", "stripes", "cross", "crescent")
 SYNTHETIC_CLASSES = tuple(f"synthetic {name}" for name in SHAPES)
 DEFAULT_COUNTS = {"train": 24, "val": 8, "test": 8}
+# What encode_image can write: the formats and pixel modes a fuzzer should start from.
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
+IMAGE_MODES = ("RGB", "L", "RGBA", "P", "1", "CMYK", "I;16", "LA")
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
@@ -121,3 +125,31 @@ def make_synthetic_dataset(
                 name = f"synthetic_{shape}_{split}_{i:04d}.png"
                 draw_shape(shape, size, rng).save(folder / name)
     return root
+
+
+def encode_image(fmt: str, mode: str, width: int, height: int, seed: int, frames: int = 1) -> bytes:
+    """A small valid random-pixel image file (for fuzzing and format tests); modes a format
+    cannot store fall back to one it can, extra frames only where the format has them."""
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
+    elif mode == "P":
+        img = base.quantize(colors=16)
+    else:
+        img = base.convert(mode)
+    fallback = {"JPEG": ("L", "RGB", "CMYK"), "GIF": ("P", "L"), "WEBP": ("RGB", "RGBA"),
+                "BMP": ("1", "L", "P", "RGB")}  # fmt: skip
+    if fmt in fallback and img.mode not in fallback[fmt]:
+        img = base.convert(fallback[fmt][0] if fmt != "BMP" else "RGB")
+    if fmt == "PNG" and img.mode == "CMYK":
+        img = base
+    buffer = io.BytesIO()
+    if frames > 1 and fmt in ("GIF", "WEBP", "PNG", "TIFF"):
+        others = [base.rotate(90 * i) for i in range(1, frames)]
+        if fmt == "GIF":
+            others = [o.convert("P") for o in others]
+        img.save(buffer, format=fmt, save_all=True, append_images=others)
+    else:
+        img.save(buffer, format=fmt)
+    return buffer.getvalue()
