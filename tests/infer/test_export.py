@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 from marinelife.cli import main
@@ -81,6 +82,13 @@ def test_int8_reports_accuracy_and_refuses_a_drop(tiny_bundle, tiny_dataset, tmp
     assert meta["export"]["quantize"] == "int8" and accuracy["split"] == "test"
     assert accuracy["images"] == 16 and 0 <= accuracy["int8"] <= 1
     assert "top-1 on test" in capsys.readouterr().out
+    # The stem convolution and the classifier stay fp32 (their weights are plain initializers,
+    # not DequantizeLinear outputs); the convolutions between them are quantized.
+    graph = onnx.load(str(tmp_path / "q" / "model.onnx")).graph
+    initializers = {t.name for t in graph.initializer}
+    weighted = [n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    fp32_weights = [n.input[1] in initializers for n in weighted]
+    assert fp32_weights[0] and fp32_weights[-1] and not all(fp32_weights)
     assert Predictor.load(tmp_path / "q").logits(np.zeros((2, 3, 32, 32), np.float32)).shape == (
         2,
         4,
