@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -92,3 +93,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def toy_training_run(**engine_kwargs) -> tuple[list[float], torch.nn.Module, DataLoader]:
+    """Five epochs of ``train_one_epoch`` on a separable 3-class toy problem (an MLP on 8
+    numbers): the per-epoch losses, the model and its loader. ``engine_kwargs`` pick the path
+    under test (``bf16=True``, ``scaler=...``)."""
+    from marinelife.train.engine import train_one_epoch
+    from marinelife.train.schedule import build_scheduler
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    x[y == 1] += 2.0
+    loader = DataLoader(list(zip(x, y)), batch_size=16)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = build_scheduler(opt, epochs=5, steps_per_epoch=4, warmup_epochs=0, min_ratio=0.1)
+    losses = [
+        train_one_epoch(
+            model, loader, opt, sched, torch.nn.CrossEntropyLoss(), device=torch.device("cpu"),
+            epoch_label=f"e{epoch}", global_step=0, show_progress=False, **engine_kwargs,
+        )["loss"]
+        for epoch in range(5)
+    ]  # fmt: skip
+    return losses, model, loader

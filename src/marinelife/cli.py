@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,19 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=Path, default=None, help="backbone weights file")
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
     p.add_argument("--no-feature-cache", action="store_true", help="recompute frozen features")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "mps"),
+        default=None,
+        help="where to train (default: the recipe's, auto); under torchrun each rank on its GPU",
+    )
+    p.add_argument(
+        "--amp",
+        choices=("none", "bf16", "fp16"),
+        default=None,
+        help="mixed precision (fp16: CUDA only, loss-scaled); bf16 also on CPU",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     except MarineLifeError as exc:
         if args.debug:
             raise
-        print(f"marinelife {args.command}: error: {exc}", file=sys.stderr)
+        # Under torchrun every rank may hit the same error; the rank tag tells the copies apart.
+        rank = os.environ.get("RANK", "0") if "LOCAL_RANK" in os.environ else "0"
+        where = "" if rank == "0" else f"[rank {rank}] "
+        print(f"{where}marinelife {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"marinelife {args.command}: interrupted", file=sys.stderr)

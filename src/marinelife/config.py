@@ -102,7 +102,9 @@ class TrainConfig:
     sampler: str = "default"  # default | balanced
     device: str = "auto"
     channels_last: bool = True  # NHWC memory format: ~1.6x faster convolutions on CPU
-    bf16: bool = False  # bfloat16 autocast (fast only on CPUs/GPUs with native bf16)
+    amp: str = "none"  # mixed precision: none | bf16 | fp16 (fp16: CUDA only, loss-scaled)
+    bf16: bool = False  # alias of amp=bf16 (older recipes); bfloat16 autocast on CPU or GPU
+    compile: bool = False  # torch.compile the training step (opt-in: compile time up front)
     skip_nonfinite: bool = False
     report: bool = True  # write report.html + figures/ at the end of training
 
@@ -115,12 +117,21 @@ class TrainConfig:
             "class_weights": ("none", "balanced"),
             "sampler": ("default", "balanced"),
             "device": ("auto", "cpu", "cuda", "mps"),
+            "amp": ("none", "bf16", "fp16"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise MarineLifeError(
                     f"config: {key}={getattr(self, key)!r} is not one of {', '.join(allowed)}"
                 )
+        if self.bf16:
+            # `bf16: true` predates `amp`; it means amp=bf16 and must not contradict it.
+            if self.amp == "fp16":
+                raise MarineLifeError(
+                    "config: bf16=true contradicts amp=fp16",
+                    fix="set only amp (--amp bf16|fp16|none); bf16 is its older alias",
+                )
+            self.amp = "bf16"
         if self.denoise.name not in DENOISE_FILTERS:
             raise MarineLifeError(
                 f"config: denoise.name={self.denoise.name!r} is not one of "

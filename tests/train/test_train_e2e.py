@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tree_digest
+from conftest import toy_training_run, tree_digest
 from marinelife.cli import main
 from marinelife.config import available_recipes
 
@@ -190,23 +190,9 @@ def test_nchw_path_runs(tiny_dataset, tmp_path):
 
 def test_bf16_autocast_trains_and_predicts():
     """bf16 autocast wraps the forward pass; loss and probabilities stay float32."""
-    from marinelife.train.engine import predict_probs, train_one_epoch
-    from marinelife.train.schedule import build_scheduler
+    from marinelife.train.engine import predict_probs
 
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
-    x[y == 1] += 2.0
-    loader = torch.utils.data.DataLoader(list(zip(x, y)), batch_size=16)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    sched = build_scheduler(opt, epochs=5, steps_per_epoch=4, warmup_epochs=0, min_ratio=0.1)
-    losses = []
-    for epoch in range(5):
-        result = train_one_epoch(
-            model, loader, opt, sched, torch.nn.CrossEntropyLoss(), device=torch.device("cpu"),
-            epoch_label=f"e{epoch}", global_step=0, bf16=True, show_progress=False,
-        )  # fmt: skip
-        losses.append(result["loss"])
+    losses, model, loader = toy_training_run(bf16=True)
     assert losses[-1] < losses[0]
     targets, probs = predict_probs(model, loader, device=torch.device("cpu"), bf16=True)
     assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-3)

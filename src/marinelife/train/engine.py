@@ -15,13 +15,15 @@ from tqdm import tqdm
 
 from marinelife.errors import MarineLifeError
 from marinelife.logutil import progress_enabled
+from marinelife.train import distributed
+from marinelife.train.precision import autocast
 
 log = logging.getLogger(__name__)
 
 
 def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True):
     """A tqdm bar with ETA on stderr; off with -q, when not a terminal, or under DDP rank > 0."""
-    disable = not enabled or not progress_enabled()
+    disable = not enabled or not progress_enabled() or not distributed.is_main()
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=disable, dynamic_ncols=True)
 
 
@@ -56,11 +58,17 @@ def train_one_epoch(
     channels_last: bool = False,
     bf16: bool = False,
     show_progress: bool = True,
+    amp: str | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; return mean loss and accuracy over the samples seen.
 
     ``prepare_model`` runs after ``model.train()`` (it puts frozen BatchNorm back into eval).
+    ``amp`` is none|bf16|fp16 (``bf16=True`` is the older spelling of ``amp="bf16"``); fp16 takes
+    a ``scaler``. Under DDP ``model`` is the DDP wrapper: the loss and accuracy returned are over
+    every rank's samples, and skip/stop decisions are taken by all ranks together.
     """
+    amp = amp or ("bf16" if bf16 else "none")
     model.train()
     if prepare_model is not None:
         prepare_model(model)
@@ -73,13 +81,20 @@ def train_one_epoch(
         if channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, amp):
             logits = model(inputs)
         loss = criterion(logits.float(), targets)
         optimizer.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))
-        if finite:
+        # Agreed by all ranks before backward: one rank skipping DDP's gradient all-reduce would
+        # leave the others waiting forever. (One process: just this loss.)
+        finite = distributed.all_true(bool(torch.isfinite(loss)))
+        if finite and scaler is not None:
+            # fp16: inf/NaN gradients are the scaler's business (it skips the step and lowers
+            # the scale); they are expected now and then, not a failure.
+            scaler.scale(loss).backward()
+        elif finite:
             loss.backward()
+            # After DDP's all-reduce every rank holds the same gradients, so all agree here.
             finite = _grads_finite(params)
         if not finite:
             where = f"{epoch_label}, step {step + 1} (global step {global_step + step + 1})"
@@ -94,7 +109,11 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             continue
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         if not _params_finite(params):
             # Finite gradients can still overflow the weights (a huge lr). Skipping cannot undo
             # an update (every later step would be skipped), so stop here with the step named.
@@ -113,6 +132,7 @@ def train_one_epoch(
             loss=f"{total_loss / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}"
         )
     elapsed = time.perf_counter() - start
+    total_loss, correct, seen = distributed.sum_over_ranks([total_loss, correct, seen])
     return {
         "loss": total_loss / max(seen, 1) if seen else math.nan,
         "acc": correct / max(seen, 1),
@@ -131,18 +151,25 @@ def predict_probs(
     channels_last: bool = False,
     bf16: bool = False,
     show_progress: bool = True,
+    amp: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, softmax probabilities) for every sample of ``loader``, model in eval mode."""
+    """(targets, softmax probabilities) for every sample of ``loader``, model in eval mode.
+
+    Local to this process: under DDP each rank predicts its own shard (see Trainer._validate).
+    """
+    amp = amp or ("bf16" if bf16 else "none")
     model.eval()
     all_targets, all_probs = [], []
     for inputs, targets in progress(loader, total=len(loader), desc=desc, enabled=show_progress):
         inputs = inputs.to(device)
         if channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, amp):
             logits = model(inputs).float()
         all_probs.append(torch.softmax(logits, dim=1).cpu())
-        all_targets.append(targets.cpu())
+        all_targets.append(torch.as_tensor(targets).cpu())
+    if not all_probs:  # an empty shard (fewer items than ranks)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     return torch.cat(all_targets).numpy(), torch.cat(all_probs).numpy()
 
 

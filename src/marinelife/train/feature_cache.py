@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import socket
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,11 +24,12 @@ from typing import Any
 import numpy as np
 import platformdirs
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from marinelife.data.image_io import load_image_array
 from marinelife.data.scan import Sample
 from marinelife.errors import ImageDecodeError
+from marinelife.train import distributed
 from marinelife.train.checkpoint import atomic_write_text
 from marinelife.train.engine import progress
 
@@ -56,9 +59,10 @@ def cache_key(
     augment: dict[str, Any] | None,
     views: int,
     seed: int,
+    precision: str = "none",
 ) -> str:
     """Hash of everything that determines the cached numbers; any change gives a new entry."""
-    payload = {
+    payload: dict[str, Any] = {
         "format": CACHE_FORMAT,
         "images": list(image_hashes),
         "backbone": backbone,
@@ -68,6 +72,9 @@ def cache_key(
         "views": views,
         "seed": seed if views > 0 else None,
     }
+    if precision != "none":
+        # Autocast changes the numbers; full-precision keys stay as they were before `amp`.
+        payload["precision"] = precision
     text = json.dumps(payload, sort_keys=True, default=list)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
@@ -132,6 +139,12 @@ def load_entry(folder: Path, expected_shape: tuple[int, ...]) -> np.ndarray | No
         return None
 
 
+def _rank_slice(step: int, rank: int, batch: int, world: int, total: int) -> range:
+    """The items ``rank`` extracts at ``step``: its batch of the step's global block."""
+    low = min(step * batch * world + rank * batch, total)
+    return range(low, min(low + batch, total))
+
+
 def build_features(
     *,
     samples: Sequence[Sample],
@@ -147,38 +160,77 @@ def build_features(
     workers: int,
     draft: tuple[int, int] | None,
     desc: str,
+    writer: bool = True,
 ) -> np.ndarray:
-    """Compute ``[N, views + 1, *item_shape]`` float32 outputs into ``folder``, then commit."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Compute ``[N, views + 1, *item_shape]`` float32 outputs into ``folder``, then commit.
+
+    Under DDP the work is sharded: at each step every rank extracts its own batch of (image, view)
+    items, the batches are all-gathered, and the ``writer`` ranks (one per filesystem) store them.
+    No rank needs to see another's files; the others wait at a barrier, then memory-map the entry.
+    """
+    rank, world = distributed.rank(), distributed.world_size()
     shape = (len(samples), views + 1, *item_shape)
-    tmp_path = folder / f".features.{os.getpid()}.npy"
-    out = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.float32, shape=shape)
+    total = shape[0] * shape[1]
+    steps = math.ceil(total / (batch_size * world))
+    mine = [i for s in range(steps) for i in _rank_slice(s, rank, batch_size, world, total)]
     dataset = _ViewDataset(samples, hashes, eval_transform, train_transform, views, seed, draft)
+    # Sequential over this rank's items: its slices come out one per step, in order; only the
+    # trailing steps of the last ranks can be empty.
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate, shuffle=False
+        Subset(dataset, mine),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        shuffle=False,
     )
-    for inputs, indices in progress(loader, total=len(loader), desc=desc):
-        feats = extract(inputs).float().cpu().numpy()
-        rows, cols = np.divmod(indices.numpy(), views + 1)
-        out[rows, cols] = feats
-    out.flush()
-    del out
+    tmp_path = folder / f".features.{socket.gethostname()}.{os.getpid()}.npy"
+    out = None
+    if writer:
+        folder.mkdir(parents=True, exist_ok=True)
+        out = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.float32, shape=shape)
+    batches = iter(loader)
+    for step in progress(range(steps), total=steps, desc=desc):
+        feats = None
+        if len(_rank_slice(step, rank, batch_size, world, total)):
+            inputs, _ = next(batches)
+            feats = extract(inputs).float()
+        blocks = distributed.gather_rows(feats, batch_size, item_shape)
+        if out is None:
+            continue
+        for r, block in enumerate(blocks):
+            items = _rank_slice(step, r, batch_size, world, total)
+            rows, cols = np.divmod(np.arange(items.start, items.stop), views + 1)
+            out[rows, cols] = block[: len(items)].cpu().numpy()
     data_path = folder / "features.npy"
-    os.replace(tmp_path, data_path)
-    meta = {"shape": list(shape), "sha256": _checksum(data_path), "format": CACHE_FORMAT}
-    atomic_write_text(folder / "meta.json", json.dumps(meta))
+    if out is not None:
+        out.flush()
+        del out
+        os.replace(tmp_path, data_path)
+        meta = {"shape": list(shape), "sha256": _checksum(data_path), "format": CACHE_FORMAT}
+        atomic_write_text(folder / "meta.json", json.dumps(meta))
+    distributed.barrier()  # the entry is complete before anyone reads it
     return np.load(data_path, mmap_mode="r")
 
 
-def cached_features(key: str, shape: tuple[int, ...], build: Callable[[Path], np.ndarray]):
-    """Return the entry for ``key`` (building it when absent or damaged) and whether it was hit."""
+def cached_features(
+    key: str, shape: tuple[int, ...], build: Callable[[Path, bool], np.ndarray]
+) -> tuple[np.ndarray, bool]:
+    """Return the entry for ``key`` (building it when absent or damaged) and whether it was hit.
+
+    ``build(folder, writer)`` computes the entry; ``writer`` says whether this rank stores it.
+    Under DDP one rank per machine checks the entry (the checksum reads the whole file), and the
+    ranks rebuild together unless every machine has it intact.
+    """
     folder = cache_dir() / key
-    hit = load_entry(folder, shape)
-    if hit is not None:
+    checker = distributed.local_rank() == 0
+    hit = load_entry(folder, shape) if checker else None
+    if distributed.all_true(hit is not None or not checker):
         log.info("feature cache hit: %s", folder)
-        return hit, True
-    (folder / "meta.json").unlink(missing_ok=True)
-    return build(folder), False
+        return (hit if hit is not None else np.load(folder / "features.npy", mmap_mode="r")), True
+    writer = distributed.node_writes_cache(folder.parent)
+    if writer:
+        (folder / "meta.json").unlink(missing_ok=True)
+    return build(folder, writer), False
 
 
 class CachedFeatureDataset(Dataset):

@@ -35,32 +35,13 @@ from marinelife.evaluate.run import (
     write_split_metrics,
 )
 from marinelife.models import build_classifier
+from marinelife.train import distributed
+from marinelife.train.distributed import select_device
+from marinelife.train.precision import check_amp
 from marinelife.train.stages import plan_stages
 from marinelife.train.trainer import Trainer, require_val_split, seed_everything
 
 log = logging.getLogger(__name__)
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MarineLifeError(
-            "--device cuda requested but no CUDA GPU is available",
-            fix="use --set device=cpu or device=auto",
-        )
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise MarineLifeError(
-            "--device mps requested but MPS is not available",
-            fix="use --set device=cpu or device=auto",
-        )
-    return torch.device(name)
 
 
 def _run_dir(runs_dir: Path, name: str | None, recipe: str, resume: bool) -> Path:
@@ -123,20 +104,26 @@ def train(
     *,
     run_dir: Path,
     resume: bool = False,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """Train ``config`` on ``data`` into ``run_dir``; returns the test metrics (or val if none)."""
+    """Train ``config`` on ``data`` into ``run_dir``; returns the test metrics (or val if none).
+
+    ``device`` defaults to ``config.device``. Under torchrun (see :func:`run_train`) every rank
+    trains; rank 0 alone evaluates on test and writes, and the other ranks return ``{}``.
+    """
     layout = data if isinstance(data, DatasetLayout) else load_training_layout(data)
     data = layout.root
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    device = select_device(config.device)
-    if config.bf16 and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        log.warning("bf16 requested but this CPU has no native bfloat16: expect it to be slower")
+    device = device or select_device(config.device)
+    check_amp(config.amp, device)
     seed_everything(config.seed)
     if resume:
-        classes = json.loads((run_dir / "classes.json").read_text("utf-8"))
+        classes = distributed.on_main(
+            lambda: json.loads((run_dir / "classes.json").read_text("utf-8"))
+        )
         if classes != layout.classes:
             raise MarineLifeError("classes differ from the run being resumed", path=data)
     # A resumed run takes its weights from last.ckpt, so it needs no pretrained download.
@@ -144,13 +131,19 @@ def train(
         layout, config, run_dir, device=device, pretrained=False if resume else None
     )
     model, preprocess = trainer.model, trainer.preprocess
-    save_config(config, run_dir / "config.yaml")
-    save_classes(layout.classes, run_dir / "classes.json")
+    # Every rank starts from rank 0's weights (DDP also does this, but the frozen-feature cache
+    # is computed before any DDP wrapper exists).
+    distributed.broadcast_module_state(model)
+    if distributed.is_main():
+        save_config(config, run_dir / "config.yaml")
+        save_classes(layout.classes, run_dir / "classes.json")
     saved = trainer.load_resume_state() if resume else None
     start = time.perf_counter()
     state = trainer.fit(resume=saved)
     train_seconds = time.perf_counter() - start
     trainer.restore_best()
+    if not distributed.is_main():
+        return {}  # the test evaluation and every file below are rank 0's
     from marinelife.infer.rejection import ensure_rejection
 
     ensure_rejection(run_dir, layout, model=model, device=device, force=True)
@@ -196,25 +189,64 @@ def config_from_flags(args: argparse.Namespace) -> TrainConfig:
         extra["weights"] = str(args.weights)
     if args.no_feature_cache:
         extra["feature_cache"] = False
+    if getattr(args, "device", None):
+        extra["device"] = args.device
+    if getattr(args, "amp", None):
+        # --amp is the general key; it also switches off the older `bf16: true` of a recipe.
+        extra.update({"amp": args.amp, "bf16": args.amp == "bf16"})
+    if getattr(args, "compile", False):
+        extra["compile"] = True
     return resolve_config(args.recipe, args.overrides, extra)
 
 
+def _resume_config(args: argparse.Namespace) -> TrainConfig:
+    """The saved config of the run to continue; only --device may change (where, not what)."""
+    if args.name is None:
+        raise MarineLifeError("--resume needs --name RUN (the run folder to continue)")
+    config = load_config(args.runs_dir / args.name / "config.yaml")
+    ignored = [f"--{k}" for k in ("amp", "compile") if getattr(args, k, None)]
+    ignored += ["--set"] if args.overrides else []
+    if ignored:
+        log.warning("--resume continues with the run's config.yaml; ignoring %s", " ".join(ignored))
+    if getattr(args, "device", None):
+        config.device = args.device
+        config.validate()
+    return config
+
+
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
-    if args.resume:
-        if args.name is None:
-            raise MarineLifeError("--resume needs --name RUN (the run folder to continue)")
-        config_path = args.runs_dir / args.name / "config.yaml"
-        config = load_config(config_path)
-    else:
-        config = config_from_flags(args)
-    layout = load_training_layout(args.data)
-    run_dir = _run_dir(args.runs_dir, args.name, config.recipe, args.resume)
-    log.info("run folder: %s", run_dir)
+    """`marinelife train`, alone or as one process of ``torchrun --nproc_per_node=N``."""
+    config = _resume_config(args) if args.resume else config_from_flags(args)
+    # Joins the process group under torchrun (WORLD_SIZE > 1); a plain run stays one process.
+    device = distributed.setup(config.device)
     try:
-        metrics = train(layout, config, run_dir=run_dir, resume=args.resume)
+        return _train_in_process(args, config, device)
+    finally:
+        distributed.teardown()
+
+
+def _train_in_process(
+    args: argparse.Namespace, config: TrainConfig, device: torch.device
+) -> dict[str, Any]:
+    layout = load_training_layout(args.data)
+    # Rank 0 alone checks and creates the folder; every rank gets its path or its error.
+    run_dir = distributed.on_main(
+        lambda: _run_dir(args.runs_dir, args.name, config.recipe, args.resume)
+    )
+    log.info("run folder: %s", run_dir)
+    if distributed.world_size() > 1:
+        log.info(
+            "global batch %d = batch_size %d x %d processes",
+            config.batch_size * distributed.world_size(),
+            config.batch_size,
+            distributed.world_size(),
+        )
+    try:
+        metrics = train(layout, config, run_dir=run_dir, resume=args.resume, device=device)
     except KeyboardInterrupt:
         # stderr, once: the CLI adds "interrupted" and exits 130.
-        print(f"marinelife train: {_how_to_continue(args, run_dir)}", file=sys.stderr)
+        if distributed.is_main():
+            print(f"marinelife train: {_how_to_continue(args, run_dir)}", file=sys.stderr)
         raise
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -224,7 +256,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
             path=exc.filename or run_dir,
             fix=f"free some space, then {_how_to_continue(args, run_dir)}",
         ) from exc
-    print(f"run folder: {run_dir}")
+    if distributed.is_main():
+        print(f"run folder: {run_dir}")
     return metrics
 
 

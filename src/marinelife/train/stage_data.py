@@ -22,8 +22,10 @@ from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import DatasetLayout
 from marinelife.data.transforms import build_eval_transform, build_train_transform
 from marinelife.models import Classifier, frozen_batchnorm_eval
+from marinelife.train import distributed
 from marinelife.train import feature_cache as fc
 from marinelife.train.boundary_cache import split_for_finetune
+from marinelife.train.precision import autocast
 from marinelife.train.stages import Stage
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,9 @@ class StageData:
     channels_last: bool
     prepare: Any = None
     on_epoch: Any = None  # called with the epoch seed before each training epoch
+    # Indices into the val split of this rank's val items, in loader order (all of them in one
+    # process); the trainer uses them to reassemble the whole val set from every rank's shard.
+    val_index: list[int] = dataclasses.field(default_factory=list)
 
 
 class StageDataBuilder:
@@ -86,15 +91,14 @@ class StageDataBuilder:
         weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
         return torch.tensor(weights, dtype=torch.float32)
 
-    def _loader(self, dataset, *, shuffle: bool) -> DataLoader:
-        batch_size = self.config.batch_size
-        workers = auto_workers(self.config, len(dataset))
+    def _order(self, dataset, *, shuffle: bool):
+        """This rank's item order: a seeded shuffle sharded per rank, or its val shard."""
+        if not shuffle:
+            return distributed.shard_indices(len(dataset))
         # The sampler owns its generator: the DataLoader draws worker seeds from its own one, and
         # sharing them would make the order depend on whether workers persist.
         generator = torch.Generator().manual_seed(self.config.seed)
-        if not shuffle:
-            inner = torch.utils.data.SequentialSampler(dataset)
-        elif self.config.sampler == "balanced":
+        if self.config.sampler == "balanced":
             targets = np.asarray(dataset.targets)
             freq = np.bincount(targets, minlength=len(self.layout.classes))
             weights = 1.0 / np.maximum(freq[targets], 1)
@@ -103,15 +107,24 @@ class StageDataBuilder:
             )
         else:
             inner = torch.utils.data.RandomSampler(dataset, generator=generator)
+        # Every rank draws the same order and keeps its stride of it (DistributedSampler-style).
+        return distributed.ShardSampler(inner)
+
+    def _loader(self, dataset, *, shuffle: bool, seeded_items: bool = True) -> DataLoader:
+        """``seeded_items``: wrap in :class:`EpochSeedSampler` (image datasets seed augmentation
+        per (epoch, item)); cached-feature datasets take plain indices."""
+        batch_size = self.config.batch_size
+        order = self._order(dataset, shuffle=shuffle)
+        workers = auto_workers(self.config, len(dataset)) if seeded_items else 0
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochSeedSampler(inner),
+            sampler=EpochSeedSampler(order) if seeded_items else order,
             num_workers=workers,
             persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(self.config.seed),
             # A last batch of one breaks BatchNorm1d in the head; drop it only in that case.
-            drop_last=shuffle and len(dataset) % batch_size == 1,
+            drop_last=shuffle and len(order) % batch_size == 1,
         )
 
     def _image_stage_data(self, stage: Stage) -> StageData:
@@ -122,24 +135,28 @@ class StageDataBuilder:
             self.val_samples, self.class_to_index, self.eval_transform, draft_size=self.draft
         )
         train_loader = self._loader(train_ds, shuffle=True)
+        val_loader = self._loader(val_ds, shuffle=False)
 
         def on_epoch(seed: int) -> None:
             train_loader.sampler.epoch_seed = seed
-            train_loader.sampler.inner.generator.manual_seed(seed)
+            train_loader.sampler.inner.set_epoch(seed)
 
         return StageData(
             module=self.model,
             train_loader=train_loader,
-            val_loader=self._loader(val_ds, shuffle=False),
+            val_loader=val_loader,
             channels_last=self.config.channels_last,
             prepare=frozen_batchnorm_eval,
             on_epoch=on_epoch,
+            val_index=list(val_loader.sampler.inner),
         )
 
     def _hashes_for(self, samples) -> list[str]:
-        for s in samples:
-            if s.path not in self._hashes:
-                self._hashes[s.path] = fc.file_sha256(s.path)
+        missing = list(dict.fromkeys(s.path for s in samples if s.path not in self._hashes))
+        # Each rank reads its share of the files; every rank ends up with every hash.
+        mine = missing[distributed.rank() :: distributed.world_size()]
+        for part in distributed.all_gather_objects({p: fc.file_sha256(p) for p in mine}):
+            self._hashes.update(part)
         return [self._hashes[s.path] for s in samples]
 
     def features(
@@ -165,6 +182,7 @@ class StageDataBuilder:
             augment=dataclasses.asdict(self.config.augment),
             views=views,
             seed=self.config.seed,
+            precision=self.config.amp,
         )
         extract_fn = extract_fn or self.model.forward_features_pooled
         item_shape = item_shape or (self.model.num_features,)
@@ -179,14 +197,14 @@ class StageDataBuilder:
             inputs = inputs.to(self.device)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+            with autocast(self.device, self.config.amp):
                 return extract_fn(inputs).float().contiguous()
 
         start = time.perf_counter()
         features, hit = fc.cached_features(
             key,
             shape,
-            lambda folder: fc.build_features(
+            lambda folder, writer: fc.build_features(
                 samples=samples,
                 hashes=hashes,
                 extract=extract,
@@ -200,6 +218,7 @@ class StageDataBuilder:
                 workers=auto_workers(self.config, shape[0] * shape[1]),
                 draft=self.draft,
                 desc=desc,
+                writer=writer,
             ),
         )
         self.cache_stats[desc] = {
@@ -219,28 +238,23 @@ class StageDataBuilder:
         val_ds = fc.CachedFeatureDataset(
             val_feats, [self.class_to_index[s.label] for s in self.val_samples], train=False
         )
-        batch = self.config.batch_size
+        train_loader = self._loader(train_ds, shuffle=True, seeded_items=False)
+        val_loader = self._loader(val_ds, shuffle=False, seeded_items=False)
 
         def on_epoch(seed: int) -> None:
+            # Views are drawn for the whole set on every rank alike, so sharding keeps them.
             train_ds.set_epoch_views(np.random.default_rng(seed))
-
-        def loader(ds, shuffle):
-            drop_last = shuffle and len(ds) % batch == 1
-            return DataLoader(
-                ds,
-                batch_size=batch,
-                shuffle=shuffle,
-                drop_last=drop_last,
-                generator=torch.Generator().manual_seed(self.config.seed),
-            )
+            # Reseeded per epoch (not once per stage), so a resumed run replays the same order.
+            train_loader.sampler.set_epoch(seed)
 
         return StageData(
             module=module,
-            train_loader=loader(train_ds, True),
-            val_loader=loader(val_ds, False),
+            train_loader=train_loader,
+            val_loader=val_loader,
             channels_last=False,
             prepare=prepare,
             on_epoch=on_epoch,
+            val_index=list(val_loader.sampler),
         )
 
     def _head_stage_data(self) -> StageData:

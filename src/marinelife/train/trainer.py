@@ -1,10 +1,16 @@
 """Fit a classifier through its stage plan: early stopping, restore-best, atomic checkpoints,
 exact resume. Frozen stages train the head on cached features when the feature cache is on.
+
+Under torchrun every rank runs this same loop on its shard (DDP keeps the weights identical);
+validation covers the whole val set once, its metrics and every stop/keep decision come from
+rank 0, and only rank 0 writes files. What the other ranks need from those files during training
+(the best weights, the resume checkpoint) rank 0 reads and broadcasts.
 """
 
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import logging
 import random
@@ -24,6 +30,7 @@ from marinelife.evaluate import tracking
 from marinelife.evaluate.tracking import log_epoch
 from marinelife.infer.bundle import WEIGHTS_FILE, ModelInfo, write_model_json
 from marinelife.models import head_l2_parameters, set_trainable
+from marinelife.train import distributed
 from marinelife.train.checkpoint import (
     atomic_write_text,
     load_training_state,
@@ -39,6 +46,7 @@ from marinelife.train.engine import (
     train_one_epoch,
     validation_metrics,
 )
+from marinelife.train.precision import make_scaler
 from marinelife.train.schedule import build_scheduler
 from marinelife.train.stage_data import StageData, StageDataBuilder
 from marinelife.train.stages import RegularizedLoss, Stage, build_optimizer, monitor_improved
@@ -102,6 +110,10 @@ class Trainer:
             config=config, model=model, layout=layout, preprocess=preprocess, device=device
         )
         self._criterion_weights = self.data.class_weights()
+        if self._criterion_weights is not None:
+            self._criterion_weights = self._criterion_weights.to(device)
+        # One scaler for the whole run (fp16 only), saved in last.ckpt so a resume is exact.
+        self.scaler = make_scaler(config.amp, device)
 
     # ------------------------------------------------------------------ files
     def _write_metrics_csv(self) -> None:
@@ -127,8 +139,10 @@ class Trainer:
 
     def _save_last(self, optimizer, scheduler) -> None:
         st = self.state
+        extra = {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
         save_training_state(
             {
+                **extra,
                 "epoch": st.epoch,
                 "stage_index": st.stage_index,
                 "global_step": st.global_step,
@@ -146,11 +160,17 @@ class Trainer:
             self.run_dir / "last.ckpt",
         )
 
-    def load_resume_state(self) -> dict[str, Any]:
+    def _read_last(self) -> dict[str, Any]:
         for leftover in remove_stale_temp_files(self.run_dir):
             log.info("removed %s, left by a write that was interrupted", leftover.name)
-        saved = load_training_state(self.run_dir / "last.ckpt")
+        return load_training_state(self.run_dir / "last.ckpt")
+
+    def load_resume_state(self) -> dict[str, Any]:
+        # Rank 0 reads (and may fall back to last.prev.ckpt); every rank gets the same state.
+        saved = distributed.on_main(self._read_last)
         self.model.load_state_dict(saved["model"])
+        if self.scaler is not None and "scaler" in saved:
+            self.scaler.load_state_dict(saved["scaler"])
         st = self.state
         for key in ("epoch", "stage_index", "global_step", "best_value", "best_stage_value"):
             setattr(st, key, saved[key])
@@ -162,15 +182,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def _validate(self, data: StageData) -> dict[str, float]:
+        """Metrics over the whole val set: each rank predicts its shard, rank 0 reassembles them
+        in order and computes, every rank receives the result."""
+        # Each rank's last training step updated its BatchNorm statistics from its own batch;
+        # validate (like the checkpoint rank 0 saves) with rank 0's.
+        distributed.broadcast_module_state(data.module, buffers_only=True)
         targets, probs = predict_probs(
-            data.module,
+            data.module,  # the plain module: no DDP hooks, shards may differ in length
             data.val_loader,
             device=self.device,
             desc="val",
             channels_last=data.channels_last,
-            bf16=self.config.bf16,
+            amp=self.config.amp,
         )
-        return validation_metrics(targets, probs, self.config.label_smoothing)
+        whole = distributed.gather_in_order(data.val_index, targets, probs)
+        metrics = None if whole is None else validation_metrics(*whole, self.config.label_smoothing)
+        return distributed.broadcast_object(metrics)
 
     def fit(self, resume: dict[str, Any] | None = None) -> RunState:
         st = self.state
@@ -181,17 +208,33 @@ class Trainer:
                 st.stage_index, st.epoch, st.bad_epochs = index, 0, 0
             self._run_stage(stage, resume if resuming else None)
             resume = None
+            distributed.dump_weights_checksum(self.model, f"stage{index}")
             self.restore_best()
             st.stage_index, st.epoch = index + 1, 0
-        tracking.close(self.run_dir)
+        if distributed.is_main():
+            tracking.close(self.run_dir)
         return st
 
     def restore_best(self) -> None:
         from marinelife.train.checkpoint import load_weights
 
         best = self.run_dir / WEIGHTS_FILE
-        if best.exists():
+
+        def load() -> bool:
+            if not best.exists():
+                return False
             self.model.load_state_dict(load_weights(best))
+            return True
+
+        if distributed.on_main(load):
+            distributed.broadcast_module_state(self.model)
+
+    def _training_module(self, data: StageData) -> torch.nn.Module:
+        """What the optimizer steps through: DDP under torchrun, compiled with ``compile``."""
+        module = distributed.wrap_for_training(data.module, self.device)
+        if self.config.compile:
+            module = torch.compile(module)
+        return module
 
     def _run_stage(self, stage: Stage, resume: dict[str, Any] | None) -> None:
         st, config = self.state, self.config
@@ -203,11 +246,13 @@ class Trainer:
         data = self.data.stage_data(stage)
         trainable = [(n, p) for n, p in data.module.named_parameters() if p.requires_grad]
         log.info(
-            "stage %s: %d epochs, lr %g, %s trainable parameters",
+            "stage %s: %d epochs, lr %g, %s trainable parameters, batch %d x %d processes",
             stage.name,
             stage.epochs,
             stage.lr,
             f"{trainable_count:,}",
+            config.batch_size,
+            distributed.world_size(),
         )
         optimizer = build_optimizer(trainable, config, stage.lr)
         scheduler = build_scheduler(
@@ -235,51 +280,78 @@ class Trainer:
             st.best_stage_value = None
         if data.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        # Wrapped after set_trainable: DDP hooks only the parameters that train in this stage.
+        module = self._training_module(data)
         for epoch in range(st.epoch, stage.epochs):
-            label = f"{stage.name} {epoch + 1}/{stage.epochs}"
-            epoch_seed = (config.seed * 10_007 + st.stage_index * 1_009 + epoch) & 0x7FFFFFFF
-            seed_everything(epoch_seed)
-            data.train_loader.generator.manual_seed(epoch_seed)
-            if data.on_epoch is not None:
-                data.on_epoch(epoch_seed)
-            start = time.perf_counter()
-            train = train_one_epoch(
-                data.module,
-                data.train_loader,
-                optimizer,
-                scheduler,
-                criterion,
-                device=self.device,
-                epoch_label=label,
-                global_step=st.global_step,
-                skip_nonfinite=config.skip_nonfinite,
-                nonfinite=self.nonfinite,
-                prepare_model=data.prepare,
-                channels_last=data.channels_last,
-                bf16=self.config.bf16,
-            )
-            st.global_step += train["steps"]
-            val = self._validate(data)
-            row = {
-                "stage": stage.name,
-                "epoch": len(st.history) + 1,
-                "train_loss": round(train["loss"], 5),
-                "train_acc": round(train["acc"], 5),
-                "val_loss": round(val["loss"], 5),
-                "val_acc": round(val["acc"], 5),
-                "val_f1": round(val["f1"], 5),
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": round(time.perf_counter() - start, 2),
-                "train_samples_per_s": round(train["samples_per_s"], 1),
-            }
-            st.history.append(row)
+            if self._run_epoch(stage, epoch, data, module, optimizer, scheduler, criterion):
+                log.info(
+                    "early stopping: no %s improvement for %d epochs", stage.monitor, stage.patience
+                )
+                break
+        # Drop this stage's DDP wrapper now: its gradient hooks must not outlive the stage.
+        del module
+        gc.collect()
+        if self.nonfinite.skipped:
+            log.warning("skipped %d non-finite steps", self.nonfinite.skipped)
+
+    def _run_epoch(self, stage, epoch, data, module, optimizer, scheduler, criterion) -> bool:
+        """One epoch: train, validate, keep the best, checkpoint. True when it is time to stop."""
+        st, config = self.state, self.config
+        label = f"{stage.name} {epoch + 1}/{stage.epochs}"
+        # Same seed on every rank: identical dropout streams and one shared sample order.
+        epoch_seed = (config.seed * 10_007 + st.stage_index * 1_009 + epoch) & 0x7FFFFFFF
+        seed_everything(epoch_seed)
+        data.train_loader.generator.manual_seed(epoch_seed)  # worker base seeds
+        if data.on_epoch is not None:
+            data.on_epoch(epoch_seed)
+        start = time.perf_counter()
+        train = train_one_epoch(
+            module,
+            data.train_loader,
+            optimizer,
+            scheduler,
+            criterion,
+            device=self.device,
+            epoch_label=label,
+            global_step=st.global_step,
+            skip_nonfinite=config.skip_nonfinite,
+            nonfinite=self.nonfinite,
+            prepare_model=data.prepare,
+            channels_last=data.channels_last,
+            amp=config.amp,
+            scaler=self.scaler,
+        )
+        st.global_step += train["steps"]
+        val = self._validate(data)
+        row = {
+            "stage": stage.name,
+            "epoch": len(st.history) + 1,
+            "train_loss": round(train["loss"], 5),
+            "train_acc": round(train["acc"], 5),
+            "val_loss": round(val["loss"], 5),
+            "val_acc": round(val["acc"], 5),
+            "val_f1": round(val["f1"], 5),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": round(time.perf_counter() - start, 2),
+            "train_samples_per_s": round(train["samples_per_s"], 1),
+        }
+        st.history.append(row)
+        value = _monitor_value(stage.monitor, val)
+        # Every rank holds the same metrics, but the decision is still rank 0's, broadcast, so
+        # the ranks cannot drift apart and one stopping early never leaves the others waiting.
+        improved = distributed.broadcast_object(
+            monitor_improved(stage.monitor, value, st.best_stage_value)
+        )
+        if improved:
+            st.best_stage_value, st.bad_epochs = value, 0
+            st.best_value = value
+            st.best_epoch_label = label
+        else:
+            st.bad_epochs += 1
+        st.epoch = epoch + 1
+        if distributed.is_main():
             log_epoch(self.run_dir, row)
-            value = _monitor_value(stage.monitor, val)
-            improved = monitor_improved(stage.monitor, value, st.best_stage_value)
             if improved:
-                st.best_stage_value, st.bad_epochs = value, 0
-                st.best_value = value
-                st.best_epoch_label = label
                 self.save_best(
                     {
                         "val_loss": val["loss"],
@@ -288,29 +360,21 @@ class Trainer:
                         "epoch": label,
                     }
                 )
-            else:
-                st.bad_epochs += 1
-            st.epoch = epoch + 1
             self._write_metrics_csv()
             self._save_last(optimizer, scheduler)
-            log.info(
-                "%s  train loss %.4f acc %.3f | val loss %.4f acc %.3f f1 %.3f%s  (%.1fs)",
-                label,
-                train["loss"],
-                train["acc"],
-                val["loss"],
-                val["acc"],
-                val["f1"],
-                "  *best" if improved else "",
-                row["seconds"],
-            )
-            if stage.patience and st.bad_epochs >= stage.patience:
-                log.info(
-                    "early stopping: no %s improvement for %d epochs", stage.monitor, stage.patience
-                )
-                break
-        if self.nonfinite.skipped:
-            log.warning("skipped %d non-finite steps", self.nonfinite.skipped)
+        log.info(
+            "%s  train loss %.4f acc %.3f | val loss %.4f acc %.3f f1 %.3f%s  (%.1fs)",
+            label,
+            train["loss"],
+            train["acc"],
+            val["loss"],
+            val["acc"],
+            val["f1"],
+            "  *best" if improved else "",
+            row["seconds"],
+        )
+        stop = bool(stage.patience and st.bad_epochs >= stage.patience)
+        return distributed.broadcast_object(stop)
 
 
 def _monitor_value(monitor: str, metrics: dict[str, float]) -> float:
