@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from _serving import free_port, random_bundle, rss_mb, stop_server
+from _serving import cpu_seconds, free_port, random_bundle, rss_mb, stop_server
 
 DEV = Path("/work/shared/data/sea-animals-dev")
 
@@ -96,6 +96,7 @@ async def run_load(base: str, args, jpeg: bytes) -> tuple[list, Counter, Counter
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="run folder (default: random)")
+    parser.add_argument("--arch", default="tf_efficientnet_lite0", help="for the random model")
     parser.add_argument("--backend", default="onnx", choices=("onnx", "torch"))
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--bad", type=int, default=200)
@@ -104,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
     model = args.model or random_bundle(
-        Path(tmp.name), "tf_efficientnet_lite0", [f"class {i}" for i in range(23)]
+        Path(tmp.name), args.arch, [f"class {i}" for i in range(23)]
     )
     port = free_port()
     log = Path(tmp.name) / "serve.log"
@@ -124,9 +125,9 @@ def main() -> None:
                 time.sleep(0.2)
         jpeg = sample_jpeg()
         httpx.post(f"{base}/v1/predict", files={"file": ("w.jpg", jpeg)}, timeout=60)
-        rss_before = rss_mb(proc.pid)
+        rss_before, cpu_before = rss_mb(proc.pid), cpu_seconds(proc.pid)
         latencies, good, bad, elapsed = asyncio.run(run_load(base, args, jpeg))
-        rss_after = rss_mb(proc.pid)
+        rss_after, server_cpu = rss_mb(proc.pid), cpu_seconds(proc.pid) - cpu_before
     finally:
         stop_server(proc, timeout=20)
     lat = np.asarray(latencies) * 1000
@@ -135,7 +136,7 @@ def main() -> None:
     print(
         f"# {date.today()}  {os.cpu_count()} CPUs, load {os.getloadavg()}, backend {args.backend}"
     )
-    print(f"model: {args.model or 'random tf_efficientnet_lite0 (224 px)'}; JPEG {len(jpeg)} bytes")
+    print(f"model: {args.model or f'random {args.arch} (224 px)'}; JPEG {len(jpeg)} bytes")
     print(f"sent {done} requests ({sum(good.values())} good, {sum(bad.values())} bad) in "
           f"{elapsed:.1f} s at concurrency {args.concurrency}")  # fmt: skip
     print(f"good: {sum(good.values()) / elapsed:.1f} images/s, {done / elapsed:.1f} requests/s")
@@ -145,6 +146,11 @@ def main() -> None:
     server_errors = sum(n for code, n in bad.items() if not isinstance(code, int) or code >= 500)
     print(f"errors on good requests: {errors}; 5xx/transport errors on bad: {server_errors}")
     print(f"server RSS: {rss_before:.0f} MB before, {rss_after:.0f} MB after")
+    # Client and server share the machine: the server's share of the CPU says which one limits.
+    cores = os.cpu_count() or 1
+    print(f"server CPU: {server_cpu:.1f} s of {elapsed * cores:.1f} core-s "
+          f"({100 * server_cpu / (elapsed * cores):.0f} %), "
+          f"{1000 * server_cpu / max(1, sum(good.values())):.1f} ms per good image")  # fmt: skip
     tmp.cleanup()
 
 
