@@ -28,6 +28,7 @@ from marinelife.config import (
 from marinelife.data.preprocess import preprocess_config_for_model
 from marinelife.data.scan import DatasetLayout, save_classes, scan_dataset
 from marinelife.errors import MarineLifeError
+from marinelife.evaluate import tracking
 from marinelife.evaluate.run import (
     evaluable_samples,
     predict_samples,
@@ -246,6 +247,7 @@ def _train_in_process(
     except KeyboardInterrupt:
         # stderr, once: the CLI adds "interrupted" and exits 130.
         if distributed.is_main():
+            tracking.close(run_dir)  # flush the epochs already logged to TensorBoard
             print(f"marinelife train: {_how_to_continue(args, run_dir)}", file=sys.stderr)
         raise
     except OSError as exc:
