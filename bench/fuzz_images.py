@@ -30,7 +30,7 @@ from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
 from marinelife.data.scan import Sample
 from marinelife.data.synthetic import IMAGE_FORMATS as FORMATS
 from marinelife.data.synthetic import IMAGE_MODES as MODES
-from marinelife.data.synthetic import encode_image
+from marinelife.data.synthetic import encode_image, mutate_bytes
 from marinelife.data.transforms import build_train_transform
 from marinelife.errors import MarineLifeError
 
@@ -54,24 +54,14 @@ def encode(rng: np.random.Generator, fmt: str) -> bytes:
 
 
 def mutate(rng: np.random.Generator, data: bytes) -> bytes:
-    out = bytearray(data)
-    for _ in range(int(rng.integers(1, 7))):
-        op = rng.choice(["flip", "overwrite", "insert", "truncate", "delete", "duplicate"])
-        at = int(rng.integers(0, len(out))) if out else 0
-        chunk = rng.bytes(int(rng.integers(1, 17)))
-        if op == "flip" and out:
-            out[at] ^= 1 << int(rng.integers(0, 8))
-        elif op == "overwrite":
-            out[at : at + len(chunk)] = chunk
-        elif op == "insert":
-            out[at:at] = chunk
-        elif op == "truncate":
-            del out[at:]
-        elif op == "delete":
-            del out[at : at + len(chunk)]
-        elif op == "duplicate":
-            out[at:at] = out[at : at + 64]
-    return bytes(out)
+    ops = ["flip", "overwrite", "insert", "truncate", "delete", "duplicate"]
+    return mutate_bytes(
+        data,
+        [
+            (str(rng.choice(ops)), float(rng.random()), rng.bytes(int(rng.integers(1, 17))))
+            for _ in range(int(rng.integers(1, 7)))
+        ],
+    )
 
 
 def make_case(rng: np.random.Generator) -> tuple[str, str, bytes]:

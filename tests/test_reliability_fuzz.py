@@ -26,6 +26,7 @@ from marinelife.data.scan import Sample
 from marinelife.data.synthetic import IMAGE_FORMATS as FORMATS
 from marinelife.data.synthetic import IMAGE_MODES as MODES
 from marinelife.data.synthetic import encode_image as encode
+from marinelife.data.synthetic import mutate_bytes as mutate
 from marinelife.data.transforms import build_train_transform
 from marinelife.errors import MarineLifeError
 
@@ -69,25 +70,6 @@ def time_limit(seconds: int):
         faulthandler.cancel_dump_traceback_later()
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def mutate(data: bytes, ops: list[tuple[str, float, bytes]]) -> bytes:
-    out = bytearray(data)
-    for op, where, chunk in ops:
-        at = int(where * len(out)) if out else 0
-        if op == "flip" and out:
-            out[min(at, len(out) - 1)] ^= chunk[0] if chunk else 0xFF
-        elif op == "overwrite":
-            out[at : at + len(chunk)] = chunk
-        elif op == "insert":
-            out[at:at] = chunk
-        elif op == "truncate":
-            del out[at:]
-        elif op == "delete":
-            del out[at : at + max(1, len(chunk))]
-        elif op == "duplicate":
-            out[at:at] = out[at : at + 64]
-    return bytes(out)
 
 
 OPS = st.lists(

@@ -153,3 +153,24 @@ def encode_image(fmt: str, mode: str, width: int, height: int, seed: int, frames
     else:
         img.save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def mutate_bytes(data: bytes, ops: list[tuple[str, float, bytes]]) -> bytes:
+    """``data`` damaged by ``ops``: (flip|overwrite|insert|truncate|delete|duplicate, relative
+    position 0..1, payload bytes), applied in order; the fuzzers' model of a broken file."""
+    out = bytearray(data)
+    for op, where, chunk in ops:
+        at = int(where * len(out)) if out else 0
+        if op == "flip" and out:
+            out[min(at, len(out) - 1)] ^= chunk[0] if chunk else 0xFF
+        elif op == "overwrite":
+            out[at : at + len(chunk)] = chunk
+        elif op == "insert":
+            out[at:at] = chunk
+        elif op == "truncate":
+            del out[at:]
+        elif op == "delete":
+            del out[at : at + max(1, len(chunk))]
+        elif op == "duplicate":
+            out[at:at] = out[at : at + 64]
+    return bytes(out)
