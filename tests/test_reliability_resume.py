@@ -47,8 +47,12 @@ SETTINGS = [
 # Runs the CLI and pauses (writes a marker, then waits for the test's signal) either at the N-th
 # training item (those carry an epoch seed), or half-way through writing epoch 2's last.ckpt.
 CHILD = r"""
-import io, os, sys, time
+import io, os, signal, sys, time
 from pathlib import Path
+# Ctrl-C as in a terminal, whatever the test runner passed down: an earlier test in the same
+# pytest process can leave SIGINT ignored or blocked, and children inherit both.
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import marinelife.data.dataset as ds
 import marinelife.train.checkpoint as ck
 
