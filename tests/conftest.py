@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import socket
 from pathlib import Path
@@ -117,3 +118,15 @@ def toy_training_run(**engine_kwargs) -> tuple[list[float], torch.nn.Module, Dat
         for epoch in range(5)
     ]  # fmt: skip
     return losses, model, loader
+
+
+@pytest.fixture
+def warnings_seen():
+    """Warnings from the marinelife logger (it does not propagate to the root logger)."""
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("marinelife")
+    logger.addHandler(handler)
+    yield seen
+    logger.removeHandler(handler)

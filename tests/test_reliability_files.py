@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import shutil
 import subprocess
@@ -83,18 +82,6 @@ def run_copy(finished, tmp_path) -> Path:
     runs = tmp_path / "runs"
     shutil.copytree(finished, runs / "done")
     return runs / "done"
-
-
-@pytest.fixture
-def warnings_seen():
-    """Warnings from the marinelife logger (it does not propagate to the root logger)."""
-    seen: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("marinelife")
-    logger.addHandler(handler)
-    yield seen
-    logger.removeHandler(handler)
 
 
 def _model(path: Path) -> dict[str, torch.Tensor]:

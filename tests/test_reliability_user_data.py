@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -92,17 +91,6 @@ def dataset(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
         root, num_classes=len(CLASSES), counts={"train": 8, "val": 3, "test": 3}, size=32
     )
     return root, plant_bad_files(root)
-
-
-@pytest.fixture
-def warnings_seen():
-    seen: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("marinelife")
-    logger.addHandler(handler)
-    yield seen
-    logger.removeHandler(handler)
 
 
 REQUIRED = ("check", "split", "inspect", "train", "evaluate", "predict", "export")
