@@ -8,7 +8,11 @@ it (calibrated here on random inputs; accuracy is measured by `export` on real d
 variant is timed in its own process.
 
     .venv/bin/python bench/infer_speed.py [--arch tf_efficientnet_lite0 mobilenetv2_100]
-        [--seconds 4] [--threads 0]
+        [--seconds 4] [--threads 0] [--tf-python /path/to/tf-venv/bin/python]
+
+With --tf-python (a Python that has `tensorflow-cpu`, e.g. `python -m venv /tmp/tf &&
+/tmp/tf/bin/pip install tensorflow-cpu`), Keras's MobileNetV2 is timed in the same run with the
+same protocol (bench/_tf_keras.py), the anchor the original TensorFlow pipeline stands for.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _timing import measure
 from marinelife.config import TrainConfig
 from marinelife.infer.export import quantize_int8, torch_to_onnx
 from marinelife.infer.predictor import OnnxBackend, TorchBackend
@@ -62,27 +67,6 @@ def model_gflop(model: torch.nn.Module) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def measure(run, seconds: float) -> dict[str, float]:
-    one = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
-    many = np.repeat(one, 32, axis=0)
-    for _ in range(3):
-        run(one)
-    run(many)
-    latencies = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(latencies) < 10:
-        t = time.perf_counter()
-        run(one)
-        latencies.append(time.perf_counter() - t)
-    images, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or images < 64:
-        run(many)
-        images += 32
-    throughput = images / (time.perf_counter() - start)
-    p50, p95 = np.percentile(latencies, [50, 95]) * 1000
-    return {"p50_ms": float(p50), "p95_ms": float(p95), "b32_img_s": throughput}
-
-
 def _backend(arch: str, variant: str, folder: Path):
     model = build_classifier(TrainConfig(architecture=arch, pretrained=False), 23).eval()
     model.load_state_dict(load_weights(folder / f"{arch}.safetensors"))
@@ -104,6 +88,30 @@ def prepare(arch: str, folder: Path) -> float:
     return model_gflop(model)
 
 
+def _report(result: dict, ceiling: float) -> dict:
+    result["ceiling_pct"] = 100 * result["gflop"] * result["b32_img_s"] / ceiling
+    print(
+        f"{result['arch']:22s} {result['variant']:20s} p50 {result['p50_ms']:7.1f} ms  "
+        f"p95 {result['p95_ms']:7.1f} ms  b32 {result['b32_img_s']:7.1f} img/s  "
+        f"{result['ceiling_pct']:5.1f}% of fp32 peak",
+        flush=True,
+    )
+    return result
+
+
+def bench_tensorflow(tf_python: str, seconds: float, ceiling: float, gflop: float) -> dict:
+    """Keras MobileNetV2 timed by ``tf_python`` (a TensorFlow venv) with the same protocol."""
+    script = str(Path(__file__).with_name("_tf_keras.py"))
+    out = subprocess.run(
+        [tf_python, script, str(SIZE), str(seconds), "23"], capture_output=True, text=True
+    )
+    if out.returncode:
+        sys.exit(f"error: {tf_python} {script} failed: {out.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result.update(arch="mobilenetv2_100", variant=f"TF {result.pop('version')} Keras", gflop=gflop)
+    return _report(result, ceiling)
+
+
 def bench_arch(arch: str, seconds: float, ceiling: float, tmp: Path, threads: int) -> list[dict]:
     gflop = prepare(arch, tmp)
     rows = []
@@ -116,13 +124,7 @@ def bench_arch(arch: str, seconds: float, ceiling: float, tmp: Path, threads: in
         ).stdout
         result = json.loads(out.strip().splitlines()[-1])
         result.update(arch=arch, variant=name, gflop=gflop)
-        result["ceiling_pct"] = 100 * gflop * result["b32_img_s"] / ceiling
-        rows.append(result)
-        print(
-            f"{arch:22s} {name:20s} p50 {result['p50_ms']:7.1f} ms  p95 {result['p95_ms']:7.1f} ms"
-            f"  b32 {result['b32_img_s']:7.1f} img/s  {result['ceiling_pct']:5.1f}% of fp32 peak",
-            flush=True,
-        )
+        rows.append(_report(result, ceiling))
     return rows
 
 
@@ -131,6 +133,7 @@ def main() -> None:
     parser.add_argument("--arch", nargs="+", default=["tf_efficientnet_lite0", "mobilenetv2_100"])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--tf-python", help="a Python with tensorflow-cpu: adds Keras MobileNetV2")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -138,7 +141,7 @@ def main() -> None:
         if int(threads):
             torch.set_num_threads(int(threads))
         backend = _backend(arch, variant, Path(folder))
-        print(json.dumps(measure(backend, float(seconds))))
+        print(json.dumps(measure(backend, float(seconds), (3, SIZE, SIZE))))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -152,15 +155,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.arch:
             rows += bench_arch(arch, args.seconds, fp32_peak, Path(tmp), args.threads)
+    if args.tf_python:
+        gflop = next((r["gflop"] for r in rows if r["arch"] == "mobilenetv2_100"), None)
+        if gflop is None:  # the FLOP count is timm's: the two networks are the same
+            gflop = model_gflop(
+                build_classifier(TrainConfig(architecture="mobilenetv2_100", pretrained=False), 23)
+            )
+        rows.append(bench_tensorflow(args.tf_python, args.seconds, fp32_peak, gflop))
     print("\n| model | variant | GFLOP/img | b1 p50 ms | b1 p95 ms | b32 img/s | × eager NCHW |"
           " % fp32 peak |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
     for row in rows:
-        base = next(r for r in rows if r["arch"] == row["arch"] and r["variant"] == "eager NCHW")
+        base = next(
+            (r for r in rows if r["arch"] == row["arch"] and r["variant"] == "eager NCHW"), row
+        )
         print(
             f"| {row['arch']} | {row['variant']} | {row['gflop']:.2f} | {row['p50_ms']:.1f} | "
             f"{row['p95_ms']:.1f} | {row['b32_img_s']:.1f} | "
             f"{row['b32_img_s'] / base['b32_img_s']:.2f} | {row['ceiling_pct']:.1f} |"
         )
+    keras = next((r for r in rows if r["variant"].startswith("TF ")), None)
+    for row in rows:
+        if keras and row["arch"] == keras["arch"] and row is not keras:
+            print(f"# {row['variant']} / {keras['variant']}: "
+                  f"{row['b32_img_s'] / keras['b32_img_s']:.2f}x batch-32 images/s")  # fmt: skip
 
 
 if __name__ == "__main__":
