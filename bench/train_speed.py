@@ -5,12 +5,16 @@
 (a) one frozen-stage epoch, cached features vs recomputing the frozen backbone (same process);
 (b) the whole recipe, fast path vs slow path (no cache, NCHW) with identical epochs, each in its
     own process (wall time, test top-1, peak RSS);
-(c) backbone forward images/s as a fraction of the FLOP ceiling measured by a large matmul.
+(c) backbone forward images/s as a fraction of the FLOP ceiling measured by a large matmul;
+(tf) with --tf-python (a Python that has `tensorflow-cpu`): the original TensorFlow/Keras
+    two-stage pipeline on the same photos (bench/_tf_two_stage.py), a frozen-MobileNetV2 epoch
+    and a stage-2 epoch, printed beside part (a) when that ran with the `two-stage` recipe.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -53,7 +57,7 @@ def _epoch(data, config, stage) -> float:
     return time.perf_counter() - start
 
 
-def part_a(data_dir: Path, recipe: str, overrides: list[str]) -> None:
+def part_a(data_dir: Path, recipe: str, overrides: list[str]) -> dict[str, float]:
     layout = scan_dataset(data_dir)
     config = resolve_config(recipe, overrides)
     model = build_classifier(config, len(layout.classes))
@@ -80,6 +84,30 @@ def part_a(data_dir: Path, recipe: str, overrides: list[str]) -> None:
           f"cached {cached_s:.3f} s -> {uncached_s / cached_s:.0f}x faster; one-off cache "
           f"build {build_s:.0f} s ({config.feature_cache_views} augmented views + clean) = "
           f"{build_s / uncached_s:.1f} uncached epochs; peak RSS {rss_mb():.0f} MB")  # fmt: skip
+    return {"uncached_s": uncached_s, "cached_s": cached_s, "build_s": build_s,
+            "architecture": config.architecture}  # fmt: skip
+
+
+def part_tf(data_dir: Path, tf_python: str, ours: dict[str, float] | None) -> None:
+    script = str(Path(__file__).with_name("_tf_two_stage.py"))
+    out = subprocess.run([tf_python, script, str(data_dir)], capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"error: {tf_python} {script} failed: {out.stderr.strip().splitlines()[-1:]}")
+    tf = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"(tf) {tf['version']}, original two-stage pipeline (MobileNetV2 224 px, batch 16): "
+          f"frozen epoch {tf['frozen_epoch_s']:.1f} s ({tf['frozen_train_img_s']:.0f} train "
+          f"images/s, {tf['val_img_s']:.0f} val images/s), stage-2 epoch "
+          f"{tf['stage2_epoch_s']:.1f} s; 25 + 15 epochs = "
+          f"{(25 * tf['frozen_epoch_s'] + 15 * tf['stage2_epoch_s']) / 60:.1f} min without early "
+          f"stopping; peak RSS {tf['peak_rss_mb']:.0f} MB")  # fmt: skip
+    if ours and ours["architecture"] == "mobilenetv2_100":
+        train_s = tf["frozen_train_s"]  # part (a) times the training pass alone, no validation
+        print(f"(tf) frozen MobileNetV2 training pass, TensorFlow {train_s:.1f} s vs "
+              f"marinelife uncached {ours['uncached_s']:.1f} s "
+              f"({train_s / ours['uncached_s']:.1f}x) and cached "
+              f"{ours['cached_s']:.2f} s ({train_s / ours['cached_s']:.0f}x; the "
+              f"one-off cache build {ours['build_s']:.0f} s = "
+              f"{ours['build_s'] / train_s:.1f} TensorFlow passes)")  # fmt: skip
 
 
 def part_b(data_dir: Path, recipe: str, overrides: list[str]) -> None:
@@ -157,16 +185,20 @@ def main() -> int:
     parser.add_argument("--recipe", default="two-stage-lite")
     parser.add_argument("--parts", default="a,b,c")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--tf-python", help="a Python with tensorflow-cpu: adds part (tf)")
     args = parser.parse_args()
     setup_logging(quiet=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     parts = args.parts.split(",")
     if "c" in parts:
         part_c(args.recipe, args.overrides)
+    ours = None
     if "a" in parts:
-        part_a(args.data, args.recipe, args.overrides)
+        ours = part_a(args.data, args.recipe, args.overrides)
     if "b" in parts:
         part_b(args.data, args.recipe, args.overrides)
+    if args.tf_python:
+        part_tf(args.data, args.tf_python, ours)
     return 0
 
 

@@ -34,12 +34,27 @@ class NonFiniteCounter:
     skipped: int = 0
 
 
+def _all_finite(tensors: Iterable[torch.Tensor | None]) -> bool:
+    """Whether every element of every tensor is finite, in one reduction per tensor.
+
+    A sum is non-finite exactly when some element is inf or NaN: accumulated in float64, no
+    finite float32 values can overflow it. That reads each tensor once and allocates nothing the
+    size of a tensor, where ``isfinite(t).all()`` per tensor took ~40 % of a cached head epoch.
+    (MPS has no float64: a float32 sum there could only overflow for weights near 1e38/n.)
+    """
+    present = [t.detach() for t in tensors if t is not None]
+    if not present:
+        return True
+    dtype = torch.float32 if present[0].device.type == "mps" else torch.float64
+    return bool(torch.isfinite(torch.stack([t.sum(dtype=dtype) for t in present])).all())
+
+
 def _grads_finite(parameters: list[torch.nn.Parameter]) -> bool:
-    return all(p.grad is None or torch.isfinite(p.grad).all() for p in parameters)
+    return _all_finite(p.grad for p in parameters)
 
 
 def _params_finite(parameters: list[torch.nn.Parameter]) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in parameters)
+    return _all_finite(parameters)
 
 
 def train_one_epoch(
