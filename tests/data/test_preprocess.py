@@ -163,3 +163,16 @@ def test_config_for_architecture_name_without_building_it() -> None:
     assert lite.mean == (0.5, 0.5, 0.5) and lite.input_size == 96
     with pytest.raises(MarineLifeError, match="unknown architecture"):
         preprocess_config_for_architecture("no_such_net_v9")
+
+
+def test_normalisation_is_bit_identical_to_torchvision() -> None:
+    from torchvision.transforms import functional as F
+
+    from marinelife.data.preprocess import to_normalised_tensor
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    image = np.random.default_rng(3).integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    expected = F.normalize(F.to_tensor(Image.fromarray(image)), mean, std)
+    assert torch.equal(to_normalised_tensor(image, mean, std), expected)
+    # A float image (a custom pipeline's output) takes the arithmetic path, same values.
+    assert torch.equal(to_normalised_tensor(image.astype(np.float32), mean, std), expected)

@@ -15,6 +15,7 @@ photos) cannot change what the filter does, and non-local means stays cheap.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,19 +294,37 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
     return array[top : top + size, left : left + size]
 
 
+@functools.lru_cache(maxsize=16)
+def _normalise_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """``[3, 256]`` float32: every uint8 value of each channel, normalised."""
+    values = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    table = values[None, :] - np.asarray(mean, dtype=np.float32)[:, None]
+    table /= np.asarray(std, dtype=np.float32)[:, None]
+    table.setflags(write=False)
+    return table
+
+
 def to_normalised_tensor(
     array: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:
     """``HxWx3`` uint8 → float32 CHW, ``(x/255 - mean) / std`` (torchvision ToTensor+Normalize).
 
-    NumPy rather than torch: the same float32 operations in the same order (so the result is
-    bit-identical to torchvision's), but single-threaded, which is ~10x faster for one image on a
-    busy CPU than torch's intra-op thread pool.
+    A uint8 channel has only 256 values: they are normalised once, with the same float32
+    operations in the same order as torchvision (so the result is bit-identical), and each pixel
+    is looked up straight into CHW order — half the time of the arithmetic, single-threaded, which
+    is ~10x faster for one image on a busy CPU than torch's intra-op thread pool.
     """
-    x = np.asarray(array, dtype=np.float32) / np.float32(255.0)
-    x -= np.asarray(mean, dtype=np.float32)
-    x /= np.asarray(std, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    if array.dtype != np.uint8:  # e.g. a float image from a custom pipeline: plain arithmetic
+        x = np.asarray(array, dtype=np.float32) / np.float32(255.0)
+        x -= np.asarray(mean, dtype=np.float32)
+        x /= np.asarray(std, dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    table = _normalise_table(tuple(mean), tuple(std))
+    height, width, _ = array.shape
+    out = np.empty((3, height, width), dtype=np.float32)
+    for channel in range(3):
+        np.take(table[channel], array[..., channel], out=out[channel])
+    return torch.from_numpy(out)
 
 
 def preprocess_image(image: Image.Image | np.ndarray, config: PreprocessConfig) -> torch.Tensor:
