@@ -180,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=10.0)
     p.add_argument("--max-files", type=int, default=16)
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="forward passes at once (2: more images/s, longer tail)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads per forward pass (0: cores / workers)")  # fmt: skip
     p.add_argument("--no-reject", action="store_true", help="never answer 'unknown'")
     _add_common(p)
     return parser
@@ -275,7 +278,8 @@ def _run(args: argparse.Namespace) -> int:
                                max_files=args.max_files, top_k=args.top_k)  # fmt: skip
         return run_server(
             args.model, host=args.host, port=args.port, backend=args.backend,
-            api_key=args.api_key, reject=not args.no_reject, threads=args.threads, settings=limits,
+            api_key=args.api_key, reject=not args.no_reject, threads=args.threads,
+            workers=args.workers, settings=limits,
         )  # fmt: skip
     raise AssertionError(cmd)
 

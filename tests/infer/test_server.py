@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import threading
 import zlib
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import image_bytes
+from marinelife.errors import MarineLifeError
 from marinelife.infer.predictor import Predictor
-from marinelife.infer.server import ServeSettings, create_app
+from marinelife.infer.server import MicroBatcher, ServeSettings, create_app, run_server
 
 LIMITS = dict(max_upload_bytes=300_000, max_files=3, max_pixels=1_000_000)
 
@@ -176,6 +179,33 @@ def test_concurrent_requests_share_forward_passes(predictor):
     assert sum(calls) == 8 and len(calls) < 8  # batched together
     labels = {r.json()["results"][0]["filename"] for r in responses}
     assert labels == {f"{i}.png" for i in range(8)}
+
+
+def test_two_inference_workers_run_batches_at_the_same_time():
+    # Both passes must be inside logits() at once to cross the barrier; one worker would hang.
+    both_running = threading.Barrier(2, timeout=10)
+
+    class Doubler:
+        def logits(self, batch: np.ndarray) -> np.ndarray:
+            both_running.wait()
+            return batch * 2
+
+    async def many():
+        batcher = MicroBatcher(Doubler(), max_batch=2, wait_ms=50, workers=2)
+        try:
+            inputs = [np.full((1, 3), i, dtype=np.float32) for i in range(4)]
+            return inputs, await asyncio.gather(*(batcher.submit(x) for x in inputs))
+        finally:
+            await batcher.close()
+
+    inputs, outputs = asyncio.run(many())
+    for x, y in zip(inputs, outputs):
+        np.testing.assert_array_equal(y, x * 2)  # every request gets its own rows back
+
+
+def test_serve_rejects_zero_workers(tmp_path):
+    with pytest.raises(MarineLifeError, match="--workers 0"):
+        run_server(tmp_path, workers=0)
 
 
 def test_rgba_and_grey_uploads_work(client):

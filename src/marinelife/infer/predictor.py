@@ -226,7 +226,7 @@ class Predictor:
     ) -> list[Prediction]:
         probs = softmax(np.asarray(logits, dtype=np.float64), axis=1)
         scores = rejection_scores(logits)
-        keep = accept_mask(logits, self.rejection)
+        keep = accept_mask(logits, self.rejection, scores)
         k = max(1, min(top_k, len(self.classes)))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         results = []

@@ -56,6 +56,7 @@ class ServeSettings:
     max_batch: int = 32
     batch_wait_ms: float = 2.0
     decode_threads: int = 4
+    inference_workers: int = 1  # forward passes at once
 
 
 class ApiError(Exception):
@@ -134,11 +135,18 @@ class GuardMiddleware:
 
 # ------------------------------------------------------------------------------ micro-batching
 class MicroBatcher:
-    """Collects concurrent requests into one forward pass on a single inference thread."""
+    """Collects concurrent requests into batched forward passes on ``workers`` inference threads.
 
-    def __init__(self, predictor: Predictor, max_batch: int, wait_ms: float):
+    With two workers the next batch is collected while one runs, and two forward passes on half
+    the cores each get more images per second out of a small CPU than one pass on all of them
+    (intra-op parallelism scales poorly at serving batch sizes and its spinning threads burn
+    CPU), at the price of a longer tail: each pass takes twice as long.
+    """
+
+    def __init__(self, predictor: Predictor, max_batch: int, wait_ms: float, workers: int = 1):
         self.predictor, self.max_batch, self.wait_s = predictor, max_batch, wait_ms / 1000
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="marinelife-infer")
+        self.workers = max(1, workers)
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="marinelife-infer")
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -148,7 +156,7 @@ class MicroBatcher:
         # A new event loop (test clients make one per session) needs its own queue and worker.
         if self._loop is not loop or self._task is None or self._task.done():
             self._loop, self._queue = loop, asyncio.Queue()
-            self._task = loop.create_task(self._worker(self._queue))
+            self._task = loop.create_task(self._collect(self._queue))
         assert self._queue is not None
         return self._queue
 
@@ -157,9 +165,13 @@ class MicroBatcher:
         await self._ensure_worker().put((batch, future))
         return await future
 
-    async def _worker(self, queue: asyncio.Queue) -> None:
+    async def _collect(self, queue: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
+        free = asyncio.Semaphore(self.workers)
+        running: set[asyncio.Task] = set()
         while True:
+            # Wait for an idle worker first: requests arriving meanwhile join the next batch.
+            await free.acquire()
             items = [await queue.get()]
             size = len(items[0][0])
             deadline = loop.time() + self.wait_s
@@ -176,19 +188,25 @@ class MicroBatcher:
                         break
                 items.append(item)
                 size += len(item[0])
-            batch = np.concatenate([b for b, _ in items])
-            try:
-                logits = await loop.run_in_executor(self._executor, self.predictor.logits, batch)
-            except Exception as exc:  # noqa: BLE001 - hand the failure to every waiting request
-                for _, future in items:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            offset = 0
-            for b, future in items:
+            task = loop.create_task(self._run(items))
+            running.add(task)
+            task.add_done_callback(lambda t: (running.discard(t), free.release()))
+
+    async def _run(self, items: list) -> None:
+        batch = np.concatenate([b for b, _ in items])
+        loop = asyncio.get_running_loop()
+        try:
+            logits = await loop.run_in_executor(self._executor, self.predictor.logits, batch)
+        except Exception as exc:  # noqa: BLE001 - hand the failure to every waiting request
+            for _, future in items:
                 if not future.done():
-                    future.set_result(logits[offset : offset + len(b)])
-                offset += len(b)
+                    future.set_exception(exc)
+            return
+        offset = 0
+        for b, future in items:
+            if not future.done():
+                future.set_result(logits[offset : offset + len(b)])
+            offset += len(b)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -227,7 +245,9 @@ def _page() -> str:
 # ------------------------------------------------------------------------------ the app
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
-    batcher = MicroBatcher(predictor, settings.max_batch, settings.batch_wait_ms)
+    batcher = MicroBatcher(
+        predictor, settings.max_batch, settings.batch_wait_ms, settings.inference_workers
+    )
     decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="marinelife-io")
     started = time.time()
     api_key_doc = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
@@ -370,12 +390,25 @@ def run_server(
     api_key: str | None = None,
     reject: bool = True,
     threads: int = 0,
+    workers: int = 1,
     settings: ServeSettings | None = None,
 ) -> int:
-    """Load the model, build the app and run uvicorn until interrupted."""
+    """Load the model, build the app and run uvicorn until interrupted.
+
+    ``workers`` forward passes run at once, each with ``threads`` threads (0: the cores shared
+    out between them).
+    """
     import uvicorn
 
     settings = settings or ServeSettings()
+    cores = os.cpu_count() or 1
+    if workers < 1 or threads < 0:
+        raise MarineLifeError(
+            f"--workers {workers} --threads {threads}: workers must be 1 or more, threads 0 "
+            "(automatic) or more"
+        )
+    settings.inference_workers = workers
+    threads = threads or max(1, cores // workers)
     settings.api_key = api_key or os.environ.get("MARINELIFE_API_KEY") or None
     if not 0 <= port <= 65535:
         raise MarineLifeError(f"--port {port} is not a valid port")
@@ -387,7 +420,8 @@ def run_server(
     app = create_app(predictor, settings)
     shown = f"[{host}]" if ":" in host else host
     log.info(
-        "marinelife serving %s (%s) on http://%s:%d", model, predictor.backend.name, shown, port
-    )
+        "marinelife serving %s (%s, %d x %d threads) on http://%s:%d",
+        model, predictor.backend.name, settings.inference_workers, threads, shown, port,
+    )  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0
