@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="forward passes at once (2: more images/s, longer tail)")  # fmt: skip
     p.add_argument("--threads", type=int, default=0,
-                   help="threads per forward pass (0: cores / workers)")  # fmt: skip
+                   help="threads per forward pass (0: automatic)")  # fmt: skip
     p.add_argument("--no-reject", action="store_true", help="never answer 'unknown'")
     _add_common(p)
     return parser

@@ -395,8 +395,8 @@ def run_server(
 ) -> int:
     """Load the model, build the app and run uvicorn until interrupted.
 
-    ``workers`` forward passes run at once, each with ``threads`` threads (0: the cores shared
-    out between them).
+    ``workers`` forward passes run at once, each with ``threads`` threads (0: the backend's
+    default for one worker, the cores shared out between several).
     """
     import uvicorn
 
@@ -408,7 +408,8 @@ def run_server(
             "(automatic) or more"
         )
     settings.inference_workers = workers
-    threads = threads or max(1, cores // workers)
+    if workers > 1 and not threads:  # one worker keeps the backend's own default (physical cores)
+        threads = max(1, cores // workers)
     settings.api_key = api_key or os.environ.get("MARINELIFE_API_KEY") or None
     if not 0 <= port <= 65535:
         raise MarineLifeError(f"--port {port} is not a valid port")
@@ -420,8 +421,8 @@ def run_server(
     app = create_app(predictor, settings)
     shown = f"[{host}]" if ":" in host else host
     log.info(
-        "marinelife serving %s (%s, %d x %d threads) on http://%s:%d",
-        model, predictor.backend.name, settings.inference_workers, threads, shown, port,
+        "marinelife serving %s (%s, %d x %s threads) on http://%s:%d",
+        model, predictor.backend.name, workers, threads or "default", shown, port,
     )  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0
