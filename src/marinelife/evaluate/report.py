@@ -353,7 +353,7 @@ def build_report(
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)
-    log.info("report: %s", path)
+    log.debug("report: %s", path)  # callers print it; INFO would show it twice
     return path
 
 
