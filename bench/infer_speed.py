@@ -8,11 +8,13 @@ it (calibrated here on random inputs; accuracy is measured by `export` on real d
 variant is timed in its own process.
 
     .venv/bin/python bench/infer_speed.py [--arch tf_efficientnet_lite0 mobilenetv2_100]
-        [--seconds 4] [--threads 0] [--tf-python /path/to/tf-venv/bin/python]
+        [--seconds 4] [--threads 0] [--tf-python /path/to/tf-venv/bin/python] [--traced-pads]
 
 With --tf-python (a Python that has `tensorflow-cpu`, e.g. `python -m venv /tmp/tf &&
 /tmp/tf/bin/pip install tensorflow-cpu`), Keras's MobileNetV2 is timed in the same run with the
 same protocol (bench/_tf_keras.py), the anchor the original TensorFlow pipeline stands for.
+With --traced-pads, each model is also exported the way it was before TensorFlow "SAME" padding
+became constant Conv pads (src/marinelife/infer/onnx_graph.py) and timed beside the current export.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ from marinelife.train.checkpoint import load_weights, save_weights
 
 SIZE = 224
 VARIANTS = ("eager NCHW", "eager channels_last", "ORT fp32", "ORT int8")
+# --traced-pads: the export as it was before TF "SAME" padding became constant Conv pads.
+TRACED = ("ORT fp32 traced pads", "ORT int8 traced pads")
+ONNX_FILES = {
+    "ORT fp32": "onnx",
+    "ORT int8": "int8.onnx",
+    TRACED[0]: "traced.onnx",
+    TRACED[1]: "traced.int8.onnx",
+}
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> float:
@@ -74,17 +84,20 @@ def _backend(arch: str, variant: str, folder: Path):
         return TorchBackend(model, channels_last=False)
     if variant == "eager channels_last":
         return TorchBackend(model, channels_last=True)
-    return OnnxBackend(folder / (f"{arch}.onnx" if variant == "ORT fp32" else f"{arch}.int8.onnx"))
+    return OnnxBackend(folder / f"{arch}.{ONNX_FILES[variant]}")
 
 
-def prepare(arch: str, folder: Path) -> float:
+def prepare(arch: str, folder: Path, traced_pads: bool) -> float:
     """Weights, fp32 and int8 ONNX files for ``arch`` in ``folder``; returns GFLOP per image."""
     model = build_classifier(TrainConfig(architecture=arch, pretrained=False), 23).eval()
     save_weights(model.state_dict(), folder / f"{arch}.safetensors")
-    fp32, int8 = folder / f"{arch}.onnx", folder / f"{arch}.int8.onnx"
-    torch_to_onnx(model, SIZE, fp32, opset=17, dynamic_batch=True)
     calibration = np.random.default_rng(1).standard_normal((64, 3, SIZE, SIZE)).astype(np.float32)
-    quantize_int8(fp32, int8, calibration, dynamic_batch=True)
+    exports = [("ORT fp32", "ORT int8", True)] + ([(*TRACED, False)] if traced_pads else [])
+    for fp32_variant, int8_variant, static_pads in exports:
+        fp32 = folder / f"{arch}.{ONNX_FILES[fp32_variant]}"
+        torch_to_onnx(model, SIZE, fp32, opset=17, dynamic_batch=True, static_pads=static_pads)
+        int8 = folder / f"{arch}.{ONNX_FILES[int8_variant]}"
+        quantize_int8(fp32, int8, calibration, dynamic_batch=True)
     return model_gflop(model)
 
 
@@ -112,10 +125,12 @@ def bench_tensorflow(tf_python: str, seconds: float, ceiling: float, gflop: floa
     return _report(result, ceiling)
 
 
-def bench_arch(arch: str, seconds: float, ceiling: float, tmp: Path, threads: int) -> list[dict]:
-    gflop = prepare(arch, tmp)
+def bench_arch(
+    arch: str, seconds: float, ceiling: float, tmp: Path, threads: int, traced_pads: bool
+) -> list[dict]:
+    gflop = prepare(arch, tmp, traced_pads)
     rows = []
-    for name in VARIANTS:
+    for name in VARIANTS + (TRACED if traced_pads else ()):
         # Each variant in a fresh process: ONNX Runtime's and OpenMP's thread pools left alive
         # in one process slow the other down by up to 10x on a 2-core machine.
         child = [sys.executable, __file__, "--child", arch, name, str(tmp), str(seconds)]
@@ -134,6 +149,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--tf-python", help="a Python with tensorflow-cpu: adds Keras MobileNetV2")
+    parser.add_argument(
+        "--traced-pads", action="store_true", help="add the exports with per-call SAME padding"
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -154,7 +172,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.arch:
-            rows += bench_arch(arch, args.seconds, fp32_peak, Path(tmp), args.threads)
+            rows += bench_arch(
+                arch, args.seconds, fp32_peak, Path(tmp), args.threads, args.traced_pads
+            )
     if args.tf_python:
         gflop = next((r["gflop"] for r in rows if r["arch"] == "mobilenetv2_100"), None)
         if gflop is None:  # the FLOP count is timm's: the two networks are the same
