@@ -35,8 +35,9 @@ import torch
 
 from _timing import measure
 from marinelife.config import TrainConfig
-from marinelife.infer.export import quantize_int8, torch_to_onnx
+from marinelife.infer.export import torch_to_onnx
 from marinelife.infer.predictor import OnnxBackend, TorchBackend
+from marinelife.infer.quantize import quantize_int8
 from marinelife.models import build_classifier
 from marinelife.train.checkpoint import load_weights, save_weights
 

@@ -16,8 +16,9 @@ from PIL import Image
 
 from conftest import image_bytes
 from marinelife.errors import MarineLifeError
+from marinelife.infer.batching import MicroBatcher
 from marinelife.infer.predictor import Predictor
-from marinelife.infer.server import MicroBatcher, ServeSettings, create_app, run_server
+from marinelife.infer.server import ServeSettings, create_app, run_server
 
 LIMITS = dict(max_upload_bytes=300_000, max_files=3, max_pixels=1_000_000)
 

@@ -29,6 +29,7 @@ from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
 from marinelife.data.scan import Sample, scan_dataset
 from marinelife.errors import ImageDecodeError, MarineLifeError
 from marinelife.infer.bundle import load_bundle, read_model_info, write_model_json
+from marinelife.infer.quantize import quantize_int8, top1_accuracy
 from marinelife.infer.rejection import require_same_classes
 from marinelife.train.checkpoint import atomic_write_bytes
 
@@ -164,59 +165,6 @@ def _spread(samples: list[Sample], count: int) -> list[Sample]:
 def _compare(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     p, q = softmax(reference.astype(np.float64), 1), softmax(other.astype(np.float64), 1)
     return float(np.abs(p - q).max()), float((p.argmax(1) == q.argmax(1)).mean())
-
-
-class _Calibration:
-    """ONNX Runtime's CalibrationDataReader protocol over preprocessed images."""
-
-    def __init__(self, batches: list[np.ndarray]):
-        self._batches = iter(batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {"input": batch}
-
-
-def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, *, dynamic_batch: bool) -> None:
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
-
-    prepared = out.with_name("prepared.onnx")
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    # The stem convolution sees raw pixels and the classifier decides the label: kept in fp32
-    # they cost little time and halve the accuracy loss (lite0, dev set: -3.1 -> -1.6 points).
-    nodes = onnx.load(str(prepared)).graph.node
-    convs = [n.name for n in nodes if n.op_type == "Conv"]
-    keep_fp32 = convs[:1] + [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
-    step = 16 if dynamic_batch else 1
-    batches = [calibration[i : i + step] for i in range(0, len(calibration), step)]
-    quantize_static(
-        str(prepared),
-        str(out),
-        _Calibration(batches),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        # 7-bit weights: AVX2 CPUs without VNNI multiply u8×s8 with VPMADDUBSW, whose 16-bit
-        # intermediate sums saturate at 8 bits (measured: -2.5 vs -1.2 points on the dev set).
-        reduce_range=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=keep_fp32,
-    )
-
-
-def _accuracy(model_path: Path, inputs: np.ndarray, targets: np.ndarray) -> float:
-    from marinelife.infer.predictor import OnnxBackend
-
-    logits = OnnxBackend(model_path)(inputs)
-    return float((logits.argmax(1) == targets).mean())
 
 
 def _check_inputs(
@@ -361,7 +309,7 @@ def _quantize_and_measure(
     if not kept:
         raise MarineLifeError(f"no readable images in the {split} split", path=layout.root)
     targets = np.asarray(layout.targets(split))[kept]
-    fp32_acc, int8_acc = _accuracy(fp32, inputs, targets), _accuracy(int8, inputs, targets)
+    fp32_acc, int8_acc = top1_accuracy(fp32, inputs, targets), top1_accuracy(int8, inputs, targets)
     return {
         "split": split,
         "images": len(kept),
@@ -401,4 +349,4 @@ def run_export(
     return 0
 
 
-__all__ = ["ExportReport", "export_onnx", "quantize_int8", "run_export", "torch_to_onnx"]
+__all__ = ["ExportReport", "export_onnx", "run_export", "torch_to_onnx"]
