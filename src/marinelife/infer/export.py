@@ -85,13 +85,15 @@ def torch_to_onnx(
     """Trace ``network`` to ``path`` (input ``input`` NCHW float32 → output ``logits``).
 
     TensorFlow-style "SAME" padding becomes constant ``Conv`` pads (:mod:`.onnx_graph`): the
-    same outputs, 1.3x (fp32) to 1.9x (int8) the speed for the ``tf_efficientnet_lite`` models.
+    same outputs, 1.5x (fp32) and 3x (int8) the batch-32 speed for tf_efficientnet_lite0
+    (docs/benchmarks.md). Models without such layers are traced unchanged.
     ``static_pads=False`` keeps the traced per-call padding (for side-by-side benchmarks).
     """
-    from marinelife.infer.onnx_graph import simplify_export, static_same_padding
+    from marinelife.infer.onnx_graph import StaticSameConv2d, simplify_export, static_same_padding
 
     if static_pads:
         network = static_same_padding(network, input_size)
+        static_pads = any(isinstance(m, StaticSameConv2d) for m in network.modules())
     example = torch.zeros(1, 3, input_size, input_size)
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():
