@@ -98,6 +98,9 @@ class TrainConfig:
     boundary_cache_mb: int = (
         4096  # fine-tuning: cache activations at the freeze boundary up to this
     )
+    # Frozen passes that build those caches: auto = ONNX Runtime on a CPU in fp32 (checked
+    # against PyTorch first, several times faster there), else PyTorch | torch = always PyTorch.
+    feature_engine: str = "auto"
     class_weights: str = "none"  # none | balanced
     sampler: str = "default"  # default | balanced
     device: str = "auto"
@@ -118,6 +121,7 @@ class TrainConfig:
             "sampler": ("default", "balanced"),
             "device": ("auto", "cpu", "cuda", "mps"),
             "amp": ("none", "bf16", "fp16"),
+            "feature_engine": ("auto", "torch"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

@@ -12,8 +12,8 @@ from marinelife.config import TrainConfig
 from marinelife.infer.export import torch_to_onnx
 from marinelife.infer.onnx_graph import (
     StaticSameConv2d,
+    constant_same_padding,
     fold_pads_into_convs,
-    static_same_padding,
 )
 from marinelife.models import build_classifier
 
@@ -36,15 +36,29 @@ def _count(model: torch.nn.Module, kind: type) -> int:
 
 
 @pytest.mark.parametrize("size", [48, 51])  # even and odd sides: different pad splits
-def test_static_padding_gives_identical_outputs_and_leaves_the_model_alone(lite0, size):
-    same_convs = _count(lite0, Conv2dSame)
-    static = static_same_padding(lite0, size)
-    assert same_convs == 5
-    assert _count(static, Conv2dSame) == 0 and _count(static, StaticSameConv2d) == same_convs
-    assert _count(lite0, Conv2dSame) == same_convs  # the caller's network is not modified
+def test_constant_padding_gives_identical_outputs_and_is_undone(lite0, size):
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
-        torch.testing.assert_close(static(x), lite0(x), rtol=0, atol=0)
+        expected = lite0(x)
+    lite0.train()
+    state = {k: v.clone() for k, v in lite0.state_dict().items()}
+    with constant_same_padding(lite0, size) as swapped:
+        assert swapped == 5
+        assert _count(lite0, Conv2dSame) == 0 and _count(lite0, StaticSameConv2d) == 5
+        with torch.no_grad():
+            torch.testing.assert_close(lite0.eval()(x), expected, rtol=0, atol=0)
+    # Afterwards: the original layers, mode and statistics (the probe pass ran in eval mode).
+    assert _count(lite0, Conv2dSame) == 5 and _count(lite0, StaticSameConv2d) == 0
+    assert lite0.training
+    lite0.eval()
+    for key, value in lite0.state_dict().items():
+        torch.testing.assert_close(value, state[key], rtol=0, atol=0)
+
+
+def test_constant_padding_is_undone_on_error(lite0):
+    with pytest.raises(RuntimeError), constant_same_padding(lite0, 48):
+        raise RuntimeError("export failed")
+    assert _count(lite0, Conv2dSame) == 5 and _count(lite0, StaticSameConv2d) == 0
 
 
 def test_export_has_no_pad_ops_and_matches_pytorch(lite0, tmp_path):

@@ -10,6 +10,7 @@ points. Output: ``model.onnx`` + ``model.json`` (``weights: model.onnx`` and an 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
@@ -89,14 +90,14 @@ def torch_to_onnx(
     (docs/benchmarks.md). Models without such layers are traced unchanged.
     ``static_pads=False`` keeps the traced per-call padding (for side-by-side benchmarks).
     """
-    from marinelife.infer.onnx_graph import StaticSameConv2d, simplify_export, static_same_padding
+    from marinelife.infer.onnx_graph import constant_same_padding, simplify_export
 
-    if static_pads:
-        network = static_same_padding(network, input_size)
-        static_pads = any(isinstance(m, StaticSameConv2d) for m in network.modules())
     example = torch.zeros(1, 3, input_size, input_size)
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    with warnings.catch_warnings():
+    with contextlib.ExitStack() as stack, warnings.catch_warnings():
+        swapped = (
+            stack.enter_context(constant_same_padding(network, input_size)) if static_pads else 0
+        )
         # The TorchScript exporter is deprecated in favour of the torch.export one, which takes
         # ~10x longer for these CNNs and produces the same graph; both warnings are noise here.
         warnings.simplefilter("ignore")
@@ -111,7 +112,7 @@ def torch_to_onnx(
             dynamic_axes=axes,
             do_constant_folding=True,
         )
-    if static_pads:
+    if swapped:
         simplify_export(path)
 
 

@@ -7,16 +7,18 @@ separate ``Pad`` before each such ``Conv``; in an int8 model every ``Pad`` also 
 before and a quantize after it. Measured on tf_efficientnet_lite0 (2 cores, batch 8, one thread):
 the ``Pad`` ops and their (de)quantization took half of the int8 model's time.
 
-An export has a fixed height and width, so the padding is a constant: :func:`static_same_padding`
-swaps each ``Conv2dSame`` for the same convolution with that constant padding, ONNX Runtime's
-hardware-independent (basic) optimizations fold the constants, and :func:`fold_pads_into_convs`
-moves each zero ``Pad`` into its ``Conv``'s own (possibly asymmetric) ``pads``. The result is
-standard ONNX with outputs identical to the traced model.
+An export has a fixed height and width, so the padding is a constant:
+:func:`constant_same_padding` swaps each ``Conv2dSame`` for the same convolution with that
+constant padding while tracing, ONNX Runtime's hardware-independent (basic) optimizations fold
+the constants, and :func:`fold_pads_into_convs` moves each zero ``Pad`` into its ``Conv``'s own
+(possibly asymmetric) ``pads``. The result is standard ONNX with outputs identical to the traced
+model.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +50,17 @@ class StaticSameConv2d(nn.Conv2d):
         return super().forward(F.pad(x, self.pads))
 
 
-def static_same_padding(network: nn.Module, input_size: int) -> nn.Module:
-    """A copy of ``network`` whose ``Conv2dSame`` layers pad by constants for ``input_size``.
+@contextlib.contextmanager
+def constant_same_padding(network: nn.Module, input_size: int) -> Iterator[int]:
+    """Within the block, ``network``'s ``Conv2dSame`` layers pad by constants for ``input_size``.
 
-    ``network`` itself is left untouched; without such layers the copy is returned as is.
+    Yields how many layers were swapped. The swap is in place (so a function that closes over
+    the network's modules sees it too) and undone on leaving the block, also on error; the
+    weights are shared, never copied, and the train/eval mode is restored.
     """
     from timm.layers.conv2d_same import Conv2dSame
     from timm.layers.padding import pad_same_arg
 
-    copied = copy.deepcopy(network).eval()
     seen: dict[str, tuple[int, int]] = {}
 
     def record(name: str):
@@ -65,25 +69,39 @@ def static_same_padding(network: nn.Module, input_size: int) -> nn.Module:
 
         return hook
 
+    was_training = network.training
     hooks = [
         module.register_forward_pre_hook(record(name))
-        for name, module in copied.named_modules()
+        for name, module in network.named_modules()
         if isinstance(module, Conv2dSame)
     ]
-    if hooks:
-        with torch.no_grad():
-            copied(torch.zeros(1, 3, input_size, input_size))
-    for hook in hooks:
-        hook.remove()
-    for name, (height, width) in seen.items():
-        conv = copied.get_submodule(name)
-        left, right, top, bottom = pad_same_arg(
-            [height, width], list(conv.weight.shape[-2:]), list(conv.stride), list(conv.dilation)
-        )
-        parent, _, attribute = name.rpartition(".")
-        owner = copied.get_submodule(parent) if parent else copied
-        setattr(owner, attribute, StaticSameConv2d(conv, (left, right, top, bottom)))
-    return copied
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    try:
+        if hooks:
+            network.eval()  # the probe pass must not touch BatchNorm statistics
+            with torch.no_grad():
+                network(torch.zeros(1, 3, input_size, input_size))
+        for hook in hooks:
+            hook.remove()
+        for name, (height, width) in seen.items():
+            conv = network.get_submodule(name)
+            left, right, top, bottom = pad_same_arg(
+                [height, width],
+                list(conv.weight.shape[-2:]),
+                list(conv.stride),
+                list(conv.dilation),
+            )
+            parent, _, attribute = name.rpartition(".")
+            owner = network.get_submodule(parent) if parent else network
+            setattr(owner, attribute, StaticSameConv2d(conv, (left, right, top, bottom)))
+            swapped.append((owner, attribute, conv))
+        yield len(swapped)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for owner, attribute, conv in reversed(swapped):
+            setattr(owner, attribute, conv)
+        network.train(was_training)
 
 
 def optimize_basic(source: Path, target: Path) -> None:
@@ -178,8 +196,8 @@ def simplify_export(path: Path) -> int:
 
 __all__ = [
     "StaticSameConv2d",
+    "constant_same_padding",
     "fold_pads_into_convs",
     "optimize_basic",
     "simplify_export",
-    "static_same_padding",
 ]

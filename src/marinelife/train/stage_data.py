@@ -25,6 +25,7 @@ from marinelife.models import Classifier, frozen_batchnorm_eval
 from marinelife.train import distributed
 from marinelife.train import feature_cache as fc
 from marinelife.train.boundary_cache import split_for_finetune
+from marinelife.train.onnx_extract import onnx_extract
 from marinelife.train.precision import autocast
 from marinelife.train.stages import Stage
 
@@ -193,12 +194,19 @@ class StageDataBuilder:
             backbone.to(memory_format=torch.channels_last)
 
         @torch.inference_mode()
-        def extract(inputs: torch.Tensor) -> torch.Tensor:
+        def extract_eager(inputs: torch.Tensor) -> torch.Tensor:
             inputs = inputs.to(self.device)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.config.amp):
                 return extract_fn(inputs).float().contiguous()
+
+        engine: list[Callable[[torch.Tensor], torch.Tensor]] = []
+
+        def extract(inputs: torch.Tensor) -> torch.Tensor:
+            if not engine:  # chosen on the first batch: a cache hit never exports anything
+                engine.append(self._onnx_extract(extract_fn) or extract_eager)
+            return engine[0](inputs)
 
         start = time.perf_counter()
         features, hit = fc.cached_features(
@@ -227,6 +235,19 @@ class StageDataBuilder:
             "shape": list(shape),
         }
         return features
+
+    def _onnx_extract(self, extract_fn: Callable) -> Callable | None:
+        """ONNX Runtime for the frozen pass on a CPU in fp32 (``feature_engine=auto``)."""
+        if self.config.feature_engine != "auto" or self.device.type != "cpu":
+            return None
+        if self.config.amp != "none":
+            return None
+        fn = onnx_extract(
+            extract_fn, self.model, self.preprocess.input_size, threads=self.config.threads
+        )
+        if fn is not None:
+            log.info("frozen forward passes run in ONNX Runtime (feature_engine=auto)")
+        return fn
 
     def _views(self) -> int:
         return self.config.feature_cache_views if self.config.augment.enabled else 0
