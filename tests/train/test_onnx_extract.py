@@ -42,10 +42,12 @@ def test_pooled_features_and_boundary_activations_match_pytorch(lite0):
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_the_model_is_left_as_it_was(lite0):
+def test_the_model_and_random_stream_are_left_as_they_were(lite0):
     lite0.train()
     state = {k: v.clone() for k, v in lite0.state_dict().items()}
+    rng = torch.get_rng_state()
     assert onnx_extract(lite0.forward_features_pooled, lite0, 48) is not None
+    assert torch.equal(torch.get_rng_state(), rng)  # the run's random stream is untouched
     assert lite0.training
     assert sum(isinstance(m, Conv2dSame) for m in lite0.modules()) == 5
     for key, value in lite0.state_dict().items():

@@ -40,7 +40,7 @@ class StaticSameConv2d(nn.Conv2d):
             conv.dilation,
             conv.groups,
             conv.bias is not None,
-            device=conv.weight.device,
+            device="meta",  # no initialisation (that would draw from the global RNG)
             dtype=conv.weight.dtype,
         )
         self.weight, self.bias = conv.weight, conv.bias  # shared, not copied
