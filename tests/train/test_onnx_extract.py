@@ -95,3 +95,25 @@ def test_cache_builds_agree_between_engines(tiny_dataset, tmp_path, monkeypatch,
         assert "ONNX Runtime" not in caplog.text
     for a, b in zip(auto, eager, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_one_export_serves_a_stages_train_and_val_builds(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    config = resolve_config(
+        "two-stage-lite",
+        ["input_size=32", "feature_cache_views=1", "workers=0"],
+        {"pretrained": False},
+    )
+    trainer = build_trainer(scan_dataset(tiny_dataset), config, tmp_path / "run")
+    exports = []
+
+    def counting(*args, **kwargs):
+        exports.append(args[0])
+        return onnx_extract(*args, **kwargs)
+
+    monkeypatch.setattr("marinelife.train.stage_data.onnx_extract", counting)
+    head, finetune = plan_stages(trainer.config)[:2]
+    trainer.data.stage_data(head)  # features train + features val
+    assert len(exports) == 1
+    trainer.data.stage_data(finetune)  # boundary train + boundary val
+    assert len(exports) == 2

@@ -94,10 +94,10 @@ def torch_to_onnx(
 
     example = torch.zeros(1, 3, input_size, input_size)
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    with contextlib.ExitStack() as stack, warnings.catch_warnings():
-        swapped = (
-            stack.enter_context(constant_same_padding(network, input_size)) if static_pads else 0
-        )
+    padding = (
+        constant_same_padding(network, input_size) if static_pads else contextlib.nullcontext(0)
+    )
+    with padding as swapped, warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of the torch.export one, which takes
         # ~10x longer for these CNNs and produces the same graph; both warnings are noise here.
         warnings.simplefilter("ignore")

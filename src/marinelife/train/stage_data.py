@@ -169,9 +169,13 @@ class StageDataBuilder:
         extract_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         item_shape: tuple[int, ...] | None = None,
         part_sha: str | None = None,
+        engine: list[Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> np.ndarray:
         """Cached ``[N, views + 1, *item_shape]`` outputs of ``extract_fn`` (default: the frozen
-        backbone's pooled features) for the clean view and ``views`` augmented views."""
+        backbone's pooled features) for the clean view and ``views`` augmented views.
+
+        ``engine``: a holder for the chosen forward pass, shared by the calls of one stage over
+        the same frozen part so that train and val builds export it once."""
         backbone = self.model.backbone
         weights_sha = part_sha or getattr(backbone, "marinelife_weights", {}).get("sha256", "")
         hashes = self._hashes_for(samples)
@@ -201,7 +205,7 @@ class StageDataBuilder:
             with autocast(self.device, self.config.amp):
                 return extract_fn(inputs).float().contiguous()
 
-        engine: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        engine = [] if engine is None else engine
 
         def extract(inputs: torch.Tensor) -> torch.Tensor:
             if not engine:  # chosen on the first batch: a cache hit never exports anything
@@ -238,9 +242,8 @@ class StageDataBuilder:
 
     def _onnx_extract(self, extract_fn: Callable) -> Callable | None:
         """ONNX Runtime for the frozen pass on a CPU in fp32 (``feature_engine=auto``)."""
-        if self.config.feature_engine != "auto" or self.device.type != "cpu":
-            return None
-        if self.config.amp != "none":
+        auto = self.config.feature_engine == "auto" and self.config.amp == "none"
+        if not auto or self.device.type != "cpu":
             return None
         fn = onnx_extract(
             extract_fn, self.model, self.preprocess.input_size, threads=self.config.threads
@@ -279,8 +282,11 @@ class StageDataBuilder:
         )
 
     def _head_stage_data(self) -> StageData:
-        train_feats = self.features(self.train_samples, views=self._views(), desc="features train")
-        val_feats = self.features(self.val_samples, views=0, desc="features val")
+        engine: list = []  # one export for both builds
+        train_feats = self.features(
+            self.train_samples, views=self._views(), desc="features train", engine=engine
+        )
+        val_feats = self.features(self.val_samples, views=0, desc="features val", engine=engine)
         return self._cached_data(self.model.head, train_feats, val_feats)
 
     def _boundary_stage_data(self, stage: Stage) -> StageData | None:
@@ -300,6 +306,7 @@ class StageDataBuilder:
             return None
         sha = split.bottom_sha256()
         common = {"extract_fn": split.bottom, "item_shape": item_shape, "part_sha": sha}
+        common["engine"] = []  # one export for both builds
         train_acts = self.features(
             self.train_samples, views=self._views(), desc="boundary train", **common
         )
