@@ -35,11 +35,11 @@ import torch
 
 from _timing import measure
 from marinelife.config import TrainConfig
+from marinelife.fileio import load_weights, save_weights
 from marinelife.infer.export import torch_to_onnx
 from marinelife.infer.predictor import OnnxBackend, TorchBackend
 from marinelife.infer.quantize import quantize_int8
 from marinelife.models import build_classifier
-from marinelife.train.checkpoint import load_weights, save_weights
 
 SIZE = 224
 VARIANTS = ("eager NCHW", "eager channels_last", "ORT fp32", "ORT int8")

@@ -20,9 +20,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from marinelife.config import TrainConfig  # noqa: E402
 from marinelife.data.preprocess import preprocess_config_for_model  # noqa: E402
 from marinelife.data.synthetic import make_synthetic_dataset  # noqa: E402
+from marinelife.fileio import save_weights  # noqa: E402
 from marinelife.infer.bundle import ModelInfo, head_settings, write_model_json  # noqa: E402
 from marinelife.models import build_classifier  # noqa: E402
-from marinelife.train.checkpoint import save_weights  # noqa: E402
 
 
 @pytest.fixture

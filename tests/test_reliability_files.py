@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from marinelife import fileio
 from marinelife.cli import main
 from marinelife.data.synthetic import make_synthetic_dataset
 from marinelife.errors import MarineLifeError
@@ -128,7 +129,7 @@ def test_damaged_best_safetensors_is_named_by_every_reader(run_copy, data, how, 
     with pytest.raises(MarineLifeError, match="best.safetensors"):
         load_bundle(run_copy)
     with pytest.raises(MarineLifeError, match="best.safetensors"):
-        ck.load_weights(run_copy / "best.safetensors")
+        fileio.load_weights(run_copy / "best.safetensors")
     capsys.readouterr()
     image = next((data / "test").rglob("*.png"))
     assert main(["predict", str(run_copy), str(image), "--backend", "torch", "-q"]) == 2
@@ -292,7 +293,7 @@ def test_really_full_filesystem_keeps_every_checkpoint_whole(data, finished, tmp
         assert "No space left" in err and "Traceback" not in err
         run = runs / "full"
         assert ck._load_state(run / "last.ckpt")["epoch"] == 1
-        ck.load_weights(run / "best.safetensors")  # whole, whichever epoch wrote it
+        fileio.load_weights(run / "best.safetensors")  # whole, whichever epoch wrote it
         assert not list(run.glob(".*.tmp"))
         moved = tmp_path / "big" / "full"
         shutil.copytree(run, moved)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from marinelife import fileio
 from marinelife.errors import MarineLifeError
 from marinelife.infer.bundle import load_bundle, read_model_info
 from marinelife.models.backbones import read_weights_file
@@ -70,7 +71,7 @@ def _loaders(folder: Path) -> dict:
         "read_weights_file(.pt)": ("backbone.pt", read_weights_file),
         "read_weights_file(.bin)": ("pytorch_model.bin", read_weights_file),
         "read_weights_file(.safetensors)": ("pickled.safetensors", read_weights_file),
-        "load_weights(.safetensors)": ("best.safetensors", ck.load_weights),
+        "load_weights(.safetensors)": ("best.safetensors", fileio.load_weights),
     }
 
 
@@ -137,7 +138,7 @@ def bundle(tmp_path) -> Path:
     config = TrainConfig(architecture="test_efficientnet", pretrained=False)
     model = build_classifier(config, 3)
     folder = tmp_path / "bundle"
-    ck.save_weights(model.state_dict(), folder / "best.safetensors")
+    fileio.save_weights(model.state_dict(), folder / "best.safetensors")
     info = ModelInfo(
         architecture=config.architecture,
         classes=["crab", "eel", "ray"],
@@ -178,7 +179,7 @@ def test_feature_cache_entry_holding_a_pickle_is_rebuilt_not_run(tmp_path):
     buffer = io.BytesIO()
     np.save(buffer, evil, allow_pickle=True)
     (entry / "features.npy").write_bytes(buffer.getvalue())
-    meta = {"shape": [1], "sha256": fc.file_sha256(entry / "features.npy")}
+    meta = {"shape": [1], "sha256": fileio.file_sha256(entry / "features.npy")}
     (entry / "meta.json").write_text(json.dumps(meta))
     assert fc.load_entry(entry, (1,)) is None
     assert not marker.exists()

@@ -1,3 +1,5 @@
 """marinelife: photos of marine life in, a trained, evaluated, deployable classifier out."""
 
-__version__ = "0.1.0"
+from marinelife._version import __version__
+
+__all__ = ["__version__"]

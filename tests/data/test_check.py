@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import tree_digest
+from marinelife import fileio
 from marinelife.cli import main
 from marinelife.data import hashing
 from marinelife.data.check import discover, run_check
@@ -221,7 +222,7 @@ def test_discover_pools_nested_images(photos: Path) -> None:
 
 def test_hashing_library_functions(planted: Path) -> None:
     path = planted / "train/crab/crab_train_000.jpg"
-    assert hashing.file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert fileio.file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
     paths = sorted(planted.rglob("*.*"))
     groups = hashing.find_duplicate_groups(paths, workers=1)
     assert len(groups) == 5

@@ -10,6 +10,7 @@ import torch
 from marinelife.config import TrainConfig
 from marinelife.data.preprocess import preprocess_config_for_model
 from marinelife.errors import MarineLifeError
+from marinelife.fileio import save_weights
 from marinelife.infer.bundle import (
     ModelInfo,
     head_settings,
@@ -18,7 +19,6 @@ from marinelife.infer.bundle import (
     write_model_json,
 )
 from marinelife.models import build_classifier
-from marinelife.train.checkpoint import save_weights
 
 
 @pytest.fixture

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from marinelife import fileio
 from marinelife.errors import MarineLifeError
 from marinelife.train import checkpoint as ck
 
 
 def test_failed_write_leaves_previous_weights_intact(tmp_path, monkeypatch):
     path = tmp_path / "best.safetensors"
-    ck.save_weights({"w": torch.ones(3)}, path)
+    fileio.save_weights({"w": torch.ones(3)}, path)
     before = path.read_bytes()
 
     def broken_fsync(fd):
@@ -19,23 +20,23 @@ def test_failed_write_leaves_previous_weights_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ck.os, "fsync", broken_fsync)
     with pytest.raises(OSError):
-        ck.save_weights({"w": torch.zeros(3)}, path)
+        fileio.save_weights({"w": torch.zeros(3)}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["best.safetensors"]  # no temp debris
 
 
 def test_non_finite_weights_are_never_saved(tmp_path):
     with pytest.raises(MarineLifeError, match="NaN"):
-        ck.save_weights({"w": torch.tensor([1.0, float("nan")])}, tmp_path / "w.safetensors")
+        fileio.save_weights({"w": torch.tensor([1.0, float("nan")])}, tmp_path / "w.safetensors")
     assert not (tmp_path / "w.safetensors").exists()
 
 
 def test_truncated_weights_are_named(tmp_path):
     path = tmp_path / "best.safetensors"
-    ck.save_weights({"w": torch.ones(100)}, path)
+    fileio.save_weights({"w": torch.ones(100)}, path)
     path.write_bytes(path.read_bytes()[:50])
     with pytest.raises(MarineLifeError, match="best.safetensors"):
-        ck.load_weights(path)
+        fileio.load_weights(path)
 
 
 def test_garbled_last_ckpt_falls_back_to_previous(tmp_path):

@@ -90,15 +90,6 @@ class DuplicateGroup:
     exact: bool
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fingerprint(img: Image.Image) -> ImageFingerprint:
     """Perceptual fingerprint of a decoded image; grey-level only, so grey copies still match."""
     # One antialiased resize to pHash's own 32x32 input (imagehash's resize is then a copy); the

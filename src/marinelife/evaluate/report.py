@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from marinelife import __version__
+from marinelife._version import __version__
 from marinelife.data.scan import DatasetLayout, scan_dataset
 from marinelife.errors import MarineLifeError
 from marinelife.evaluate import figures as fig

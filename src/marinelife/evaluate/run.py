@@ -20,7 +20,7 @@ from marinelife.data.transforms import build_eval_transform
 from marinelife.errors import MarineLifeError
 from marinelife.evaluate.metrics import classification_metrics, report_text
 from marinelife.evaluate.tta import check_tta_mode, predict_samples_tta
-from marinelife.train.checkpoint import atomic_write_text
+from marinelife.fileio import atomic_write_text
 from marinelife.train.engine import predict_probs
 
 log = logging.getLogger(__name__)

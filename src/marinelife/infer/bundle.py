@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marinelife import __version__
+from marinelife._version import __version__
 from marinelife.config import TrainConfig
 from marinelife.data.preprocess import PreprocessConfig
 from marinelife.errors import MarineLifeError
-from marinelife.train.checkpoint import atomic_write_text, load_weights
+from marinelife.fileio import atomic_write_text, load_weights
 
 BUNDLE_FORMAT = "marinelife-model"
 BUNDLE_VERSION = 1

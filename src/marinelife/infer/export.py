@@ -29,10 +29,10 @@ from scipy.special import softmax
 from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
 from marinelife.data.scan import Sample, scan_dataset
 from marinelife.errors import ImageDecodeError, MarineLifeError
+from marinelife.fileio import atomic_write_bytes
 from marinelife.infer.bundle import load_bundle, read_model_info, write_model_json
 from marinelife.infer.quantize import quantize_int8, top1_accuracy
 from marinelife.infer.rejection import require_same_classes
-from marinelife.train.checkpoint import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,8 @@ def export_onnx(
     quiet: bool = False,
 ) -> ExportReport:
     """Export, verify and (only if every check passes) write ``out/model.onnx`` + model.json."""
-    from marinelife.infer.predictor import OnnxBackend, file_digest
+    from marinelife.fileio import file_sha256
+    from marinelife.infer.predictor import OnnxBackend
 
     start = time.perf_counter()
     info, folder = read_model_info(Path(model))
@@ -273,7 +274,7 @@ def export_onnx(
         "dynamic_batch": dynamic_batch,
         "quantize": quantize,
         "source_weights": info.weights,
-        "source_sha256": file_digest(folder / info.weights),
+        "source_sha256": file_sha256(folder / info.weights),
         "verification": {
             "max_abs_diff": max_diff,
             "top1_agreement": agreement,

@@ -7,7 +7,6 @@ training evaluation uses, so predict, serve and export checks can never drift fr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import tempfile
@@ -23,6 +22,7 @@ from scipy.special import softmax
 
 from marinelife.data.preprocess import load_and_preprocess
 from marinelife.errors import ImageDecodeError, MarineLifeError
+from marinelife.fileio import file_sha256
 from marinelife.infer.bundle import ModelInfo, load_bundle, read_model_info
 from marinelife.infer.rejection import UNKNOWN, accept_mask, rejection_scores, validate_rejection
 
@@ -118,14 +118,6 @@ class Prediction:
         }
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass
 class Predictor:
     backend: Backend
@@ -200,7 +192,7 @@ class Predictor:
             info,
             reject=reject,
             tta=tta,
-            model_id=file_digest(source)[:12],
+            model_id=file_sha256(source)[:12],
             source=str(source),
             notes=notes,
         )
@@ -317,7 +309,7 @@ def _onnx_for_torch_bundle(
     from marinelife.infer.export import export_onnx
 
     weights = folder / info.weights
-    digest = file_digest(weights)
+    digest = file_sha256(weights)
     exported = folder / EXPORT_SUBDIR / "model.onnx"
     if exported.is_file():
         try:

@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from marinelife.data.image_io import load_image_array
 from marinelife.data.scan import Sample
 from marinelife.errors import ImageDecodeError
+from marinelife.fileio import atomic_write_text, file_sha256
 from marinelife.train import distributed
-from marinelife.train.checkpoint import atomic_write_text
 from marinelife.train.engine import progress
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,6 @@ CACHE_FORMAT = 1
 def cache_dir() -> Path:
     base = os.environ.get("MARINELIFE_CACHE") or platformdirs.user_cache_dir("marinelife")
     return Path(base) / "features"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cache_key(

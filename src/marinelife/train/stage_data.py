@@ -21,6 +21,7 @@ from marinelife.data.dataset import EpochSeedSampler, ImageSampleDataset
 from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import DatasetLayout
 from marinelife.data.transforms import build_eval_transform, build_train_transform
+from marinelife.fileio import file_sha256
 from marinelife.models import Classifier, frozen_batchnorm_eval
 from marinelife.train import distributed
 from marinelife.train import feature_cache as fc
@@ -156,7 +157,7 @@ class StageDataBuilder:
         missing = list(dict.fromkeys(s.path for s in samples if s.path not in self._hashes))
         # Each rank reads its share of the files; every rank ends up with every hash.
         mine = missing[distributed.rank() :: distributed.world_size()]
-        for part in distributed.all_gather_objects({p: fc.file_sha256(p) for p in mine}):
+        for part in distributed.all_gather_objects({p: file_sha256(p) for p in mine}):
             self._hashes.update(part)
         return [self._hashes[s.path] for s in samples]
 

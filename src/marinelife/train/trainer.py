@@ -28,16 +28,14 @@ from marinelife.data.scan import DatasetLayout
 from marinelife.errors import MarineLifeError
 from marinelife.evaluate import tracking
 from marinelife.evaluate.tracking import log_epoch
+from marinelife.fileio import atomic_write_text, remove_stale_temp_files, save_weights
 from marinelife.infer.bundle import WEIGHTS_FILE, ModelInfo, write_model_json
 from marinelife.models import head_l2_parameters, set_trainable
 from marinelife.train import distributed
 from marinelife.train.checkpoint import (
-    atomic_write_text,
     load_training_state,
-    remove_stale_temp_files,
     rng_state,
     save_training_state,
-    save_weights,
     set_rng_state,
 )
 from marinelife.train.engine import (
@@ -216,7 +214,7 @@ class Trainer:
         return st
 
     def restore_best(self) -> None:
-        from marinelife.train.checkpoint import load_weights
+        from marinelife.fileio import load_weights
 
         best = self.run_dir / WEIGHTS_FILE
 
