@@ -245,7 +245,10 @@ def test_draft_size_downscales_large_jpeg_but_not_below_request() -> None:
         ("._a.jpg", False),
         (".hidden.png", False),
         ("a.txt", False),
-        ("a.heic", False),
+        ("a.heic", True),
+        ("a.HIF", True),
+        ("a.avif", True),
+        ("a.dng", False),
         ("jpg", False),
     ],
 )
@@ -403,3 +406,83 @@ def test_fuzz_only_rgb_or_decode_error(data: bytes) -> None:
     assert img.mode == "RGB"
     assert img.width >= 1 and img.height >= 1
     np.asarray(img)  # pixels are really there
+
+
+# ---------------------------------------------------------------------------------------------
+# HEIC/HEIF (iPhone) and AVIF; one oversize rule and message for every size
+
+
+def _heic_bytes(img: Image.Image, **kwargs) -> bytes:
+    pytest.importorskip("pillow_heif")
+    from marinelife.data.image_io import heif_available
+
+    assert heif_available()
+    return encode(img, "HEIF", **kwargs)
+
+
+def test_heic_loads_with_exif_orientation(tmp_path: Path) -> None:
+    img = Image.new("RGB", (40, 20), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 8, 8))
+    exif = img.getexif()
+    exif[0x0112] = 6  # iPhone held upright: display turns it 90° clockwise
+    path = write(tmp_path, "IMG_0001.HEIC", _heic_bytes(img, exif=exif.tobytes(), quality=95))
+    with Image.open(path) as opened:
+        assert opened.format == "HEIF"  # the name in ALLOWED_FORMATS
+    arr = assert_rgb(load_image(path), (20, 40)).mean(axis=2)
+    assert arr[:8, -8:].mean() > 200, "marker must end up top-right, as in the JPEG test"
+    assert arr[-8:, :8].mean() < 50
+    assert_rgb(load_image(path.read_bytes(), name="upload.heic"), (20, 40))
+
+
+def test_avif_loads(tmp_path: Path) -> None:
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF support")
+    path = write(tmp_path, "reef.avif", encode(noise(24, 16), "AVIF", quality=90))
+    with Image.open(path) as opened:
+        assert opened.format == "AVIF"
+    assert_rgb(load_image(path), (16, 24))
+
+
+def test_heic_without_pillow_heif_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from marinelife.data import image_io
+
+    path = write(tmp_path, "IMG_0002.heic", _heic_bytes(noise(16, 16)))
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import fails
+    monkeypatch.delitem(Image.OPEN, "HEIF", raising=False)
+    monkeypatch.delitem(image_io._HEIF_STATE, "available", raising=False)
+    err = assert_decode_error(path, str(path))
+    assert "pip install pillow-heif" in str(err)
+    assert "HEIC" in str(err)
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])
+def test_oversize_images_get_one_message_naming_file_and_limit(tmp_path: Path, side: int) -> None:
+    # 10000² is over our 50 MP limit; 20000² is also over Pillow's own error limit (~179 MP),
+    # which used to leak Pillow's "could be decompression bomb DOS attack" text.
+    path = write(tmp_path, "photo.png", png_header_only(side, side))
+    expected = (
+        f"{path}: {side}x{side} pixels ({side * side / 1e6:.1f} MP) exceeds the pixel limit "
+        "of 50 MP — downscale the image to at most 50 MP"
+    )
+    assert str(assert_decode_error(path, str(path))).startswith(expected)
+    err = assert_decode_error(png_header_only(side, side), "up.png", name="up.png")
+    assert str(err).startswith(expected.replace(str(path), "up.png"))
+    assert "DOS" not in str(err)
+
+
+def test_images_over_pillows_limit_still_decode_when_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With Pillow's limit at 1,000 pixels, Image.open refuses this 4,800-pixel image itself.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    img = noise(60, 80)
+    data = encode(img, "PNG")
+    assert np.array_equal(assert_rgb(load_image(data), (80, 60)), np.asarray(img))
+    err = assert_decode_error(data, "x.png", name="x.png", max_pixels=4_000)
+    assert "80x60 pixels" in str(err) and "pixel limit of 4,000 pixels" in str(err)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from pathlib import Path
 
@@ -136,7 +137,7 @@ def test_extensions_in_any_case(tmp_path: Path) -> None:
     for name in names:
         put(root / "train" / "cls" / name)
     (root / "train" / "cls" / "notes.txt").write_text("not an image")
-    (root / "train" / "cls" / "x.heic").write_bytes(b"not supported")
+    (root / "train" / "cls" / "x.dng").write_bytes(b"not supported")
     layout = scan_dataset(root)
     assert sorted(s.path.name for s in layout.samples("train")) == sorted(names)
 
@@ -394,3 +395,56 @@ def test_load_classes_missing_file(tmp_path: Path) -> None:
     with pytest.raises(MarineLifeError) as info:
         load_classes(path)
     assert str(path) in str(info.value)
+
+
+def test_folder_of_heic_photos_is_found(tmp_path: Path) -> None:
+    pytest.importorskip("pillow_heif")
+    from marinelife.data.image_io import heif_available, load_image
+
+    assert heif_available()
+    names = ["IMG_0001.HEIC", "IMG_0002.heic", "DSC0003.HIF", "x.heif"]
+    for name in names:
+        (tmp_path / "iphone").mkdir(exist_ok=True)
+        _PIXEL.save(tmp_path / "iphone" / name, "HEIF")
+    found = find_images(tmp_path / "iphone")
+    assert sorted(p.name for p in found) == sorted(names)
+    assert all(load_image(p).size == (8, 8) for p in found)
+
+
+def test_skipped_extensions_are_named_once_per_scan(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = make_split(tmp_path / "d", {"train": {"a": 1, "b": 1}, "val": {"a": 1, "b": 1}})
+    (root / "train" / "a" / "DSC1.dng").write_bytes(b"raw")
+    (root / "train" / "b" / "DSC2.DNG").write_bytes(b"raw")
+    (root / "val" / "a" / "clip.mov").write_bytes(b"video")
+    (root / "val" / "a" / "notes.txt").write_text("dive log")  # companion file: not named
+    (root / "val" / "b" / ".DS_Store").write_bytes(b"\0")  # hidden: not named
+    with caplog.at_level(logging.WARNING, logger="marinelife.data.scan"):
+        layout = scan_dataset(root)
+    assert layout.counts("train") == {"a": 1, "b": 1}
+    messages = [r.getMessage() for r in caplog.records if r.name == "marinelife.data.scan"]
+    assert messages == [f"{root}: skipped 3 files with unsupported extensions: .dng (2), .mov (1)"]
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="marinelife.data.scan"):
+        assert len(find_images(root / "val")) == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{root / 'val'}: skipped 1 file with unsupported extensions: .mov (1)"
+    ]
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="marinelife.data.scan"):
+        assert len(find_images(root / "val" / "b")) == 1  # only a hidden file besides
+    assert not caplog.records
+
+
+def test_scan_failure_still_names_the_skipped_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "d"
+    (root / "cls").mkdir(parents=True)
+    (root / "cls" / "a.psd").write_bytes(b"8BPS")
+    with caplog.at_level(logging.WARNING, logger="marinelife.data.scan"):
+        assert "no images" in error_for(root)
+    assert any(".psd (1)" in r.getMessage() for r in caplog.records)

@@ -214,3 +214,17 @@ def test_rgba_and_grey_uploads_work(client):
         buffer = io.BytesIO()
         Image.new(mode, (40, 30)).save(buffer, format="PNG")
         assert _post(client, ("x.png", buffer.getvalue())).status_code == 200
+
+
+@pytest.mark.parametrize("side", [2_000, 20_000])  # over max_pixels; 20000² also over Pillow's
+def test_oversize_upload_names_the_file_and_the_limit(client, side):
+    from marinelife.data.image_io import DEFAULT_MAX_PIXELS
+
+    r = _post(client, ("ok.png", image_bytes()), ("reef 2024.png", _png_header(side, side)))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "unreadable_image"
+    assert r.json()["detail"].startswith(
+        f"reef 2024.png: {side}x{side} pixels ({side * side / 1e6:.1f} MP) exceeds the pixel "
+        "limit of 1 MP — downscale the image"
+    )
+    assert ServeSettings().max_pixels == DEFAULT_MAX_PIXELS  # one limit for serve and the CLI

@@ -8,6 +8,7 @@ with a decompression-bomb guard. Everything that is not a readable image becomes
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from pathlib import Path
 
@@ -16,12 +17,24 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from marinelife.errors import ImageDecodeError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+    | {".heic", ".heif", ".hif", ".avif"}  # iPhone / Android defaults, Sony/Canon ".hif"
+)
 # Pillow format names matching IMAGE_EXTENSIONS; anything else is refused before decoding.
 # (Camera MPO files open through JPEG; naming "MPO" here makes Pillow fail with KeyError.)
-ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+# AVIF is Pillow's own plugin (Pillow >= 11.2); HEIF (.heic/.heif/.hif) comes from pillow-heif,
+# registered on first use. AVIF before HEIF: pillow-heif also accepts "mif1" files, but cannot
+# decode AV1. Formats whose plugin is missing are left out when opening (see open_header).
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "AVIF", "HEIF")
 # 50 MP: far above any photo this tool needs, far below what exhausts a laptop's memory.
+# The one limit for every loader (check, train, evaluate, predict and serve).
 DEFAULT_MAX_PIXELS = 50_000_000
+# ISO-BMFF major brands (bytes 8-12 after "ftyp") of HEIF and AVIF files.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"}
+_HEIF_BRANDS |= {b"mif1", b"msf1"}  # generic HEIF brands (AVIF files name "avif" first)
+_AVIF_BRANDS = {b"avif", b"avis"}
+_HEIF_STATE: dict[str, bool] = {}  # {"available": ...} once registration has been tried
 # Background for transparent pixels: mid-grey keeps cut-outs neutral for ImageNet statistics.
 _TRANSPARENT_FILL = (128, 128, 128)
 
@@ -32,6 +45,91 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 def is_image_path(path: Path) -> bool:
     """True for a visible file whose extension (any case) is a supported image type."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def heif_available() -> bool:
+    """Register pillow-heif's HEIF opener (once, on first use: importing it costs ~50 ms)."""
+    if "available" not in _HEIF_STATE:
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+            _HEIF_STATE["available"] = True
+        except Exception:  # noqa: BLE001 - missing or broken: .heic files get a clear error
+            _HEIF_STATE["available"] = False
+    return _HEIF_STATE["available"]
+
+
+def openable_formats(formats: tuple[str, ...] = ALLOWED_FORMATS) -> tuple[str, ...]:
+    """``formats`` minus those without a plugin here (Pillow raises KeyError for those)."""
+    if "HEIF" in formats:
+        heif_available()
+    if any(f not in Image.OPEN for f in formats):
+        Image.init()
+    return tuple(f for f in formats if f in Image.OPEN)
+
+
+def open_header(stream, formats: tuple[str, ...] = ALLOWED_FORMATS) -> Image.Image:
+    """``Image.open`` (header only, no pixels decoded) without Pillow's own pixel limit.
+
+    Pillow raises ``DecompressionBombError`` inside ``Image.open`` for more than
+    2 x ``Image.MAX_IMAGE_PIXELS`` (~179 MP), before the caller can see the size, so huge images
+    would get Pillow's text instead of ours. Changing ``Image.MAX_IMAGE_PIXELS`` would affect
+    every thread and every other user of Pillow in the process, so instead, on that error, this
+    repeats ``Image.open``'s format probe with the same plugins, minus the check. The caller MUST
+    compare the size against its limit (:func:`check_pixels`) before ``load()``.
+    """
+    formats = openable_formats(formats)
+    try:
+        return Image.open(stream, formats=formats)
+    except Image.DecompressionBombError:
+        stream.seek(0)
+        prefix = stream.read(16)
+        for fmt in formats:
+            factory, accept = Image.OPEN[fmt]
+            accepted = accept(prefix) if accept else True
+            if not accepted or isinstance(accepted, str):
+                continue
+            stream.seek(0)
+            try:
+                return factory(stream, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+        raise
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int, label: str) -> None:
+    """The one oversize rule and message, for every loader and the server."""
+    width, height = size
+    if width * height <= max_pixels:
+        return
+    limit = f"{max_pixels / 1e6:g} MP" if max_pixels >= 100_000 else f"{max_pixels:,} pixels"
+    raise ImageDecodeError(
+        f"{width}x{height} pixels ({width * height / 1e6:.1f} MP) exceeds the pixel limit of "
+        f"{limit}",
+        path=label,
+        fix=f"downscale the image to at most {limit} (photos need far fewer pixels)",
+    )
+
+
+def _missing_plugin(prefix: bytes, label: str) -> ImageDecodeError | None:
+    """The error for a HEIF/AVIF file this Python cannot open, naming what to install."""
+    if prefix[4:8] != b"ftyp":
+        return None
+    brand = prefix[8:12]
+    if brand in _HEIF_BRANDS and not heif_available():
+        return ImageDecodeError(
+            "is a HEIC/HEIF image, but pillow-heif (which reads them) is not installed",
+            path=label,
+            fix="`pip install pillow-heif`, or convert the photo to JPEG",
+        )
+    if brand in _AVIF_BRANDS and "AVIF" not in openable_formats(("AVIF",)):
+        return ImageDecodeError(
+            "is an AVIF image, but this Pillow cannot read AVIF",
+            path=label,
+            fix="`pip install -U pillow` (11.2 or newer), or convert the photo to JPEG",
+        )
+    return None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -86,17 +184,18 @@ def load_image(
         with stream, warnings.catch_warnings():
             # max_pixels below is the limit; Pillow's own warning would override a larger one.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(stream, formats=ALLOWED_FORMATS)
+            try:
+                img = open_header(stream)
+            except UnidentifiedImageError:
+                stream.seek(0)
+                missing = _missing_plugin(stream.read(16), label)
+                if missing is not None:
+                    raise missing from None
+                raise
             width, height = img.size
             if width < 1 or height < 1:
                 raise ImageDecodeError("image has no pixels", path=label, fix=fix)
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"{width}x{height} pixels exceeds the {max_pixels:,}-pixel limit "
-                    "(possible decompression bomb)",
-                    path=label,
-                    fix="downscale the image",
-                )
+            check_pixels((width, height), max_pixels, label)
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             if draft_size is not None and img.format == "JPEG":

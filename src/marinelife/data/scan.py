@@ -7,8 +7,10 @@ so class indices never shift because a folder is empty or missing somewhere else
 from __future__ import annotations
 
 import json
+import logging
 import unicodedata
 from collections import Counter
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,15 @@ SPLIT_ALIASES = {
 EXPECTED_LAYOUT = "expected ROOT/{train,val,test}/CLASS/*.jpg, or ROOT/CLASS/*.jpg to `split`"
 # System folders that never hold classes: macOS zip debris, Synology thumbnails, VCS metadata.
 _SYSTEM_DIRS = {"__macosx", "@eadir", "$recycle.bin", "system volume information"}
+# Companion files that are never photos (notes, labels, sidecars): skipped without a warning.
+# Anything else that is not an image (.dng, .psd, .mov, ...) is named in one warning per scan.
+_NOT_PHOTOS = frozenset(
+    {".txt", ".md", ".csv", ".json", ".xml", ".yaml", ".yml", ".ini", ".db", ".xmp", ".aae"}
+)
+# While scan_dataset runs, find_images adds its skipped extensions here (one warning per scan).
+_SKIPPED: ContextVar[Counter | None] = ContextVar("marinelife_scan_skipped", default=None)
+
+log = logging.getLogger(__name__)
 
 
 def is_hidden(path: Path) -> bool:
@@ -39,15 +50,42 @@ def visible_subdirs(folder: Path) -> list[Path]:
 
 
 def find_images(folder: Path) -> list[Path]:
-    """Every image file under ``folder``, recursively, skipping hidden files and folders; sorted."""
+    """Every image file under ``folder``, recursively, skipping hidden files and folders; sorted.
+
+    Other visible files (except notes and sidecars, ``_NOT_PHOTOS``) are named in a warning.
+    """
     found = []
+    skipped: Counter = Counter()
     for path in folder.rglob("*"):
         rel_parts = path.relative_to(folder).parts
         if any(is_hidden(Path(part)) for part in rel_parts):
             continue
-        if path.is_file() and is_image_path(path):
-            found.append(path)
+        if path.is_file():
+            if is_image_path(path):
+                found.append(path)
+            elif path.suffix.lower() not in _NOT_PHOTOS:
+                skipped[path.suffix.lower() or "(no extension)"] += 1
+    collecting = _SKIPPED.get()
+    if collecting is not None:
+        collecting.update(skipped)
+    else:
+        warn_skipped(folder, skipped)
     return sorted(found)
+
+
+def warn_skipped(folder: Path, skipped: Counter) -> None:
+    """One warning naming the extensions ``find_images`` left out, most frequent first."""
+    if skipped:
+        total = sum(skipped.values())
+        ordered = sorted(skipped.items(), key=lambda item: (-item[1], item[0]))
+        counts = ", ".join(f"{ext} ({n})" for ext, n in ordered)
+        log.warning(
+            "%s: skipped %d file%s with unsupported extensions: %s",
+            folder,
+            total,
+            "" if total == 1 else "s",
+            counts,
+        )
 
 
 @dataclass(frozen=True)
@@ -133,7 +171,20 @@ def _check_root(root: Path) -> None:
 
 
 def scan_dataset(root: str | Path) -> DatasetLayout:
-    """Read a dataset folder; raise :class:`MarineLifeError` naming the path for any bad layout."""
+    """Read a dataset folder; raise :class:`MarineLifeError` naming the path for any bad layout.
+
+    Files with unsupported extensions in its class folders are named in one warning.
+    """
+    skipped: Counter = Counter()
+    token = _SKIPPED.set(skipped)
+    try:
+        return _scan_dataset(root)
+    finally:
+        _SKIPPED.reset(token)
+        warn_skipped(Path(root).expanduser(), skipped)
+
+
+def _scan_dataset(root: str | Path) -> DatasetLayout:
     root = Path(root).expanduser()
     _check_root(root)
     subdirs = visible_subdirs(root)

@@ -30,7 +30,7 @@ from fastapi.security import APIKeyHeader
 from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from marinelife.data.image_io import ALLOWED_FORMATS
+from marinelife.data.image_io import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS, open_header
 from marinelife.errors import ImageDecodeError, MarineLifeError
 from marinelife.infer.batching import MicroBatcher
 from marinelife.infer.predictor import Predictor
@@ -50,7 +50,7 @@ _PAGE_CSP = (
 class ServeSettings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES  # whole request body
     max_files: int = 16
-    max_pixels: int = 40_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the limit (and message) of every other loader
     formats: tuple[str, ...] = ALLOWED_FORMATS
     api_key: str | None = None
     top_k: int = 3
@@ -140,7 +140,8 @@ def sniff_format(data: bytes, allowed: tuple[str, ...]) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            with Image.open(io.BytesIO(data), formats=allowed) as img:
+            # open_header: an oversize image passes here, and decode names it and the limit.
+            with open_header(io.BytesIO(data), allowed) as img:
                 return str(img.format)
         except UnidentifiedImageError:
             pass
