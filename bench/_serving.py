@@ -35,8 +35,8 @@ def random_bundle(folder: Path, architecture: str, classes: list[str], input_siz
     from marinelife.config import TrainConfig
     from marinelife.data.preprocess import preprocess_config_for_model
     from marinelife.fileio import save_weights
-    from marinelife.infer.bundle import ModelInfo, head_settings, write_model_json
     from marinelife.models import build_classifier
+    from marinelife.models.bundle import ModelInfo, head_settings, write_model_json
 
     torch.manual_seed(0)
     config = TrainConfig(architecture=architecture, pretrained=False)

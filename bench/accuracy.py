@@ -14,7 +14,7 @@ from pathlib import Path
 
 from marinelife.config import resolve_config
 from marinelife.logutil import setup_logging
-from marinelife.train.run import train
+from marinelife.pipeline.training import train
 
 
 def main() -> int:

@@ -31,11 +31,11 @@ SIZE = (288, 216)
 CHILD = """
 import sys
 from pathlib import Path
-from marinelife.data.check import run_check
+import marinelife as ml
 from marinelife.data.split import run_split
 cmd, src, dst = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 if cmd == "check":
-    run_check(src, as_json=True, min_size=32)
+    ml.check(src, min_size=32)
 else:
     run_split(src, dst, val=0.15, test=0.15, seed=42, mode="copy")
 """

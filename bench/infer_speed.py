@@ -14,7 +14,7 @@ With --tf-python (a Python that has `tensorflow-cpu`, e.g. `python -m venv /tmp/
 /tmp/tf/bin/pip install tensorflow-cpu`), Keras's MobileNetV2 is timed in the same run with the
 same protocol (bench/_tf_keras.py), the anchor the original TensorFlow pipeline stands for.
 With --traced-pads, each model is also exported the way it was before TensorFlow "SAME" padding
-became constant Conv pads (src/marinelife/infer/onnx_graph.py) and timed beside the current export.
+became constant Conv pads (src/marinelife/models/onnx_graph.py) and timed beside the current export.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -36,10 +37,10 @@ import torch
 from _timing import measure
 from marinelife.config import TrainConfig
 from marinelife.fileio import load_weights, save_weights
-from marinelife.infer.export import torch_to_onnx
-from marinelife.infer.predictor import OnnxBackend, TorchBackend
 from marinelife.infer.quantize import quantize_int8
 from marinelife.models import build_classifier
+from marinelife.models.onnx_export import torch_to_onnx
+from marinelife.models.runtime import OnnxBackend, TorchBackend
 
 SIZE = 224
 VARIANTS = ("eager NCHW", "eager channels_last", "ORT fp32", "ORT int8")
@@ -88,6 +89,18 @@ def _backend(arch: str, variant: str, folder: Path):
     return OnnxBackend(folder / f"{arch}.{ONNX_FILES[variant]}")
 
 
+def _traced_export(model: torch.nn.Module, path: Path) -> None:
+    """The export as it was before "SAME" padding became constant pads (per-call Pad ops)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (torch.zeros(1, 3, SIZE, SIZE),), str(path), dynamo=False,
+            input_names=["input"], output_names=["logits"], opset_version=17,
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            do_constant_folding=True,
+        )  # fmt: skip
+
+
 def prepare(arch: str, folder: Path, traced_pads: bool) -> float:
     """Weights, fp32 and int8 ONNX files for ``arch`` in ``folder``; returns GFLOP per image."""
     model = build_classifier(TrainConfig(architecture=arch, pretrained=False), 23).eval()
@@ -96,7 +109,10 @@ def prepare(arch: str, folder: Path, traced_pads: bool) -> float:
     exports = [("ORT fp32", "ORT int8", True)] + ([(*TRACED, False)] if traced_pads else [])
     for fp32_variant, int8_variant, static_pads in exports:
         fp32 = folder / f"{arch}.{ONNX_FILES[fp32_variant]}"
-        torch_to_onnx(model, SIZE, fp32, opset=17, dynamic_batch=True, static_pads=static_pads)
+        if static_pads:
+            torch_to_onnx(model, SIZE, fp32, opset=17, dynamic_batch=True)
+        else:
+            _traced_export(model, fp32)
         int8 = folder / f"{arch}.{ONNX_FILES[int8_variant]}"
         quantize_int8(fp32, int8, calibration, dynamic_batch=True)
     return model_gflop(model)

@@ -24,7 +24,7 @@ from _resplit import SPLITS, resplits
 from marinelife.config import resolve_config
 from marinelife.data.scan import scan_dataset
 from marinelife.logutil import setup_logging
-from marinelife.train.run import train
+from marinelife.pipeline.training import train
 
 
 def link_split(root: Path, samples: list, chosen: dict[str, np.ndarray]) -> Path:

@@ -29,12 +29,12 @@ import torch
 from marinelife.config import resolve_config
 from marinelife.data.preprocess import preprocess_config_for_model
 from marinelife.data.scan import scan_dataset
+from marinelife.fit.epoch import train_one_epoch
+from marinelife.fit.schedule import build_scheduler
+from marinelife.fit.stage_data import StageDataBuilder
+from marinelife.fit.stages import RegularizedLoss, build_optimizer, plan_stages
 from marinelife.logutil import setup_logging
 from marinelife.models import build_classifier, frozen_batchnorm_eval, set_trainable
-from marinelife.train.engine import train_one_epoch
-from marinelife.train.schedule import build_scheduler
-from marinelife.train.stage_data import StageDataBuilder
-from marinelife.train.stages import RegularizedLoss, build_optimizer, plan_stages
 
 
 def rss_mb() -> float:

@@ -17,12 +17,13 @@ from torch.utils.data import DataLoader
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import marinelife as ml  # noqa: E402
 from marinelife.config import TrainConfig  # noqa: E402
 from marinelife.data.preprocess import preprocess_config_for_model  # noqa: E402
 from marinelife.data.synthetic import make_synthetic_dataset  # noqa: E402
 from marinelife.fileio import save_weights  # noqa: E402
-from marinelife.infer.bundle import ModelInfo, head_settings, write_model_json  # noqa: E402
 from marinelife.models import build_classifier  # noqa: E402
+from marinelife.models.bundle import ModelInfo, head_settings, write_model_json  # noqa: E402
 
 
 @pytest.fixture
@@ -99,9 +100,9 @@ def free_port() -> int:
 def toy_training_run(**engine_kwargs) -> tuple[list[float], torch.nn.Module, DataLoader]:
     """Five epochs of ``train_one_epoch`` on a separable 3-class toy problem (an MLP on 8
     numbers): the per-epoch losses, the model and its loader. ``engine_kwargs`` pick the path
-    under test (``bf16=True``, ``scaler=...``)."""
-    from marinelife.train.engine import train_one_epoch
-    from marinelife.train.schedule import build_scheduler
+    under test (``amp="bf16"``, ``scaler=...``)."""
+    from marinelife.fit.epoch import train_one_epoch
+    from marinelife.fit.schedule import build_scheduler
 
     torch.manual_seed(0)
     x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
@@ -130,3 +131,10 @@ def warnings_seen():
     logger.addHandler(handler)
     yield seen
     logger.removeHandler(handler)
+
+
+def run_check(data, *, as_json: bool = False, min_size: int = 32) -> int:
+    """`marinelife check` through the public API: prints the report, 0 when clean, else 1."""
+    report = ml.check(data, min_size=min_size)
+    print(report.to_json() if as_json else report)
+    return 0 if report.ok else 1

@@ -73,7 +73,7 @@ def dataset(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny real run (random init, a 32 px test network, one epoch) for evaluate/predict."""
-    pytest.importorskip("marinelife.train.run")
+    pytest.importorskip("marinelife.pipeline.training")
     root = tmp_path_factory.mktemp("cli-run")
     data = make_synthetic_dataset(
         root / "data", num_classes=2, counts={"train": 4, "val": 2, "test": 2}, size=32
@@ -104,7 +104,7 @@ DATA_COMMANDS: dict[str, tuple[str, Argv]] = {
     "split": ("marinelife.data.split", lambda p, t: ["split", str(p), str(t / "split-out")]),
     "inspect": ("marinelife.data.inspect", lambda p, t: ["inspect", str(p), "--out", str(t / "i")]),
     "train": (
-        "marinelife.train.run",
+        "marinelife.pipeline.training",
         lambda p, t: [
             "train",
             "--data",
@@ -157,7 +157,7 @@ def test_bad_data_path_leaves_no_output_behind(command: str, kind: str, tmp_path
 
 
 def test_train_bad_data_leaves_no_run_folder(tmp_path: Path) -> None:
-    pytest.importorskip("marinelife.train.run")
+    pytest.importorskip("marinelife.pipeline.training")
     _, argv = DATA_COMMANDS["train"]
     assert main(argv(make_bad(tmp_path, "missing"), tmp_path)) == 2
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
@@ -293,7 +293,7 @@ def test_train_config_mistakes(
     dataset: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pytest.importorskip("marinelife.train.run")
+    pytest.importorskip("marinelife.pipeline.training")
     capsys.readouterr()
     args = ["train", "--data", str(dataset), "--runs-dir", str(tmp_path / "runs"), *extra]
     assert main(args) == 2
@@ -350,7 +350,7 @@ def test_python_dash_m_version() -> None:
 def test_real_process_prints_exactly_one_stderr_line(tmp_path: Path) -> None:
     # In a real process logging is configured (under pytest it is not), so INFO lines logged
     # before the error would break the one-line contract.
-    pytest.importorskip("marinelife.train.run")
+    pytest.importorskip("marinelife.pipeline.training")
     bad = tmp_path / "missing data"
     result = subprocess.run(
         [

@@ -160,6 +160,8 @@ def test_unknown_key_suggests_closest(pair: str, suggestion: str) -> None:
 def test_unknown_key_without_close_match_points_to_key_list() -> None:
     message = config_error("zzzzqqqq=1")
     assert "zzzzqqqq" in message and "--keys" in message
+    # Only close matches are suggested: "nosuch" is not a misspelling of "epochs".
+    assert "did you mean" not in config_error("nosuch=1")
 
 
 @pytest.mark.parametrize(

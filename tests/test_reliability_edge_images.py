@@ -171,8 +171,8 @@ def predictor(tmp_path_factory):
     predictor_mod = pytest.importorskip("marinelife.infer.predictor")
     from marinelife.config import TrainConfig
     from marinelife.fileio import save_weights
-    from marinelife.infer.bundle import ModelInfo, head_settings, write_model_json
     from marinelife.models import build_classifier
+    from marinelife.models.bundle import ModelInfo, head_settings, write_model_json
 
     torch.manual_seed(0)
     config = TrainConfig(architecture="test_efficientnet", pretrained=False)

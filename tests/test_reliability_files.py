@@ -20,8 +20,8 @@ from marinelife import fileio
 from marinelife.cli import main
 from marinelife.data.synthetic import make_synthetic_dataset
 from marinelife.errors import MarineLifeError
-from marinelife.infer.bundle import load_bundle
-from marinelife.train import checkpoint as ck
+from marinelife.fit import checkpoint as ck
+from marinelife.models.bundle import load_bundle
 
 SETTINGS = [
     "architecture=test_efficientnet",  # timm's 100k-parameter test net: seconds per epoch

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from marinelife.cli import main
 from marinelife.data.synthetic import make_synthetic_dataset
-from marinelife.train import stages
+from marinelife.fit import stages
 
 # 24 training images, batch 8: 3 steps per epoch, 2 epochs: global steps 1..6.
 SETTINGS = [

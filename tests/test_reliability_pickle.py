@@ -17,9 +17,9 @@ import torch
 
 from marinelife import fileio
 from marinelife.errors import MarineLifeError
-from marinelife.infer.bundle import load_bundle, read_model_info
+from marinelife.fit import checkpoint as ck
 from marinelife.models.backbones import read_weights_file
-from marinelife.train import checkpoint as ck
+from marinelife.models.bundle import load_bundle, read_model_info
 
 
 class RunsCode:
@@ -63,7 +63,7 @@ PAYLOADS = ["exec", "os.system", "open"]
 
 def _loaders(folder: Path) -> dict:
     """Every function that reads a checkpoint or weights file, with the name it is given."""
-    from marinelife.train import feature_cache  # noqa: F401 - its np.load is covered below
+    from marinelife.fit import feature_cache  # noqa: F401 - its np.load is covered below
 
     return {
         "load_training_state": ("last.ckpt", ck.load_training_state),
@@ -132,8 +132,8 @@ def bundle(tmp_path) -> Path:
     """A valid bundle of timm's tiny test net (loads in well under a second)."""
     from marinelife.config import TrainConfig
     from marinelife.data.preprocess import preprocess_config_for_model
-    from marinelife.infer.bundle import ModelInfo, head_settings, write_model_json
     from marinelife.models import build_classifier
+    from marinelife.models.bundle import ModelInfo, head_settings, write_model_json
 
     config = TrainConfig(architecture="test_efficientnet", pretrained=False)
     model = build_classifier(config, 3)
@@ -169,7 +169,7 @@ def test_bundle_with_pickled_weights_is_refused(bundle, tmp_path, payload, weigh
 def test_feature_cache_entry_holding_a_pickle_is_rebuilt_not_run(tmp_path):
     """A cached features.npy swapped for an object array (pickle inside .npy) is treated as a
     damaged entry: np.load runs with allow_pickle=False, so nothing is unpickled."""
-    from marinelife.train import feature_cache as fc
+    from marinelife.fit import feature_cache as fc
 
     marker = tmp_path / "pwned"
     entry = tmp_path / "entry"

@@ -54,7 +54,7 @@ from pathlib import Path
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 signal.signal(signal.SIGINT, signal.default_int_handler)
 import marinelife.data.dataset as ds
-import marinelife.train.checkpoint as ck
+import marinelife.fit.checkpoint as ck
 
 where = os.environ["RELIABILITY_PAUSE_IN"]
 pause_at = int(os.environ["RELIABILITY_PAUSE_AT"])
@@ -294,7 +294,7 @@ def test_sigint_stops_cleanly_says_how_to_resume_then_resumes(
 
 def test_interrupt_before_first_checkpoint_says_start_again(env, tmp_path, capsys, monkeypatch):
     """Ctrl-C in epoch 1: nothing to resume, and the message says so instead of a dead command."""
-    import marinelife.train.trainer as trainer_mod
+    import marinelife.fit.trainer as trainer_mod
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

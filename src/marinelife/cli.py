@@ -7,8 +7,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+import marinelife as ml
 from marinelife import __version__
+from marinelife.config import TrainConfig
 from marinelife.errors import MarineLifeError
 from marinelife.logutil import setup_logging
 
@@ -189,99 +194,112 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_from_flags(args: argparse.Namespace) -> TrainConfig:
+    """The recipe with the command line's flags and ``--set`` overrides applied."""
+    from marinelife.config import resolve_config
+
+    extra: dict[str, Any] = {}
+    if args.no_pretrained:
+        extra["pretrained"] = False
+    if args.weights is not None:
+        extra["weights"] = str(args.weights)
+    if args.no_feature_cache:
+        extra["feature_cache"] = False
+    if getattr(args, "device", None):
+        extra["device"] = args.device
+    if getattr(args, "amp", None):
+        # --amp is the general key; it also switches off the older `bf16: true` of a recipe.
+        extra.update({"amp": args.amp, "bf16": args.amp == "bf16"})
+    if getattr(args, "compile", False):
+        extra["compile"] = True
+    return resolve_config(args.recipe, args.overrides, extra)
+
+
+def _train(args: argparse.Namespace) -> None:
+    if not args.resume:
+        ml.train(args.data, name=args.name, project=args.runs_dir, config=config_from_flags(args))
+        return
+    # Only --device may change on resume; the rest is named as ignored.
+    ignored = [f"--{k}" for k in ("amp", "compile") if getattr(args, k, None)]
+    ignored += ["--set"] if args.overrides else []
+    overrides = {"device": args.device} if args.device else {}
+    overrides.update(dict.fromkeys(ignored))
+    ml.train(args.data, name=args.name, project=args.runs_dir, resume=True, **overrides)
+
+
+def _show_recipes(name: str | None, keys: bool) -> None:
+    if keys:
+        from marinelife.config import valid_keys
+
+        print("\n".join(valid_keys()))
+    elif name is None:
+        for recipe, about in ml.recipes().items():
+            print(f"{recipe:16s} {about['architecture']:24s} {about['description']}")
+    else:
+        print(yaml.safe_dump(ml.recipe(name).to_dict(), sort_keys=False, allow_unicode=True))
+
+
 def _run(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "check":
-        from marinelife.data.check import run_check
-
-        return run_check(args.data, as_json=args.json, min_size=args.min_size)
+        report = ml.check(args.data, min_size=args.min_size)
+        print(report.to_json() if args.json else report)
+        return 0 if report.ok else 1
     if cmd == "split":
-        from marinelife.data.split import run_split
+        ml.split(args.src, args.dst, val=args.val, test=args.test, seed=args.seed, mode=args.mode)
+    elif cmd == "download":
+        ml.download(args.dest, seed=args.seed)
+    elif cmd == "inspect":
+        ml.inspect(args.data, out=args.out, augmented=args.augmented, recipe=args.recipe)
+    elif cmd == "train":
+        _train(args)
+    elif cmd == "evaluate":
+        ml.Run(args.run).evaluate(args.data, split=args.split, tta=args.tta,
+                                  report=not args.no_report)  # fmt: skip
+    elif cmd == "report":
+        if args.data is not None and not Path(args.data).exists():
+            raise MarineLifeError("does not exist", path=args.data, fix="pass the dataset folder")
+        page = ml.Run(args.run).report(args.data, embed=args.embed, gradcam=not args.no_gradcam)
+        print(f"report: {page}")
+    elif cmd == "compare":
+        ml.compare(args.runs, out=args.out, speed=not args.no_speed)
+    elif cmd == "explain":
+        ml.explain(args.model, args.image, out=args.out, target=args.target)
+    elif cmd == "audit":
+        ml.audit(args.run, args.data, out=args.out)
+    elif cmd == "cv":
+        ml.cv(args.data, folds=args.folds, name=args.name, project=args.runs_dir,
+              inner_val=args.inner_val, config=config_from_flags(args))  # fmt: skip
+    elif cmd == "demo":
+        ml.demo(args.data, project=args.runs_dir)
+    elif cmd == "recipes":
+        _show_recipes(args.name, args.keys)
+    elif cmd == "predict":
+        from marinelife.infer.predict_cli import write_predictions
 
-        run_split(args.src, args.dst, val=args.val, test=args.test, seed=args.seed, mode=args.mode)
-        return 0
-    if cmd == "download":
-        from marinelife.data.download import run_download
-
-        run_download(args.dest, seed=args.seed)
-        return 0
-    if cmd == "inspect":
-        from marinelife.data.inspect import run_inspect
-
-        run_inspect(args.data, out=args.out, augmented=args.augmented, recipe=args.recipe)
-        return 0
-    if cmd == "train":
-        from marinelife.train.run import run_train
-
-        run_train(args)
-        return 0
-    if cmd == "evaluate":
-        from marinelife.evaluate.run import run_evaluate
-
-        run_evaluate(args.run, args.data, split=args.split, tta=args.tta,
-                     report=not args.no_report)  # fmt: skip
-        return 0
-    if cmd == "report":
-        from marinelife.evaluate.report import run_report
-
-        run_report(args.run, data=args.data, embed=args.embed, gradcam=not args.no_gradcam)
-        return 0
-    if cmd == "compare":
-        from marinelife.evaluate.compare import run_compare
-
-        run_compare(args.runs, out=args.out, speed=not args.no_speed)
-        return 0
-    if cmd == "explain":
-        from marinelife.evaluate.explain import run_explain
-
-        run_explain(args.model, args.image, out=args.out, target=args.target)
-        return 0
-    if cmd == "audit":
-        from marinelife.evaluate.audit import run_audit
-
-        run_audit(args.run, args.data, out=args.out)
-        return 0
-    if cmd == "cv":
-        from marinelife.evaluate.cv import run_cv_cli
-
-        run_cv_cli(args)
-        return 0
-    if cmd == "demo":
-        from marinelife.train.demo import run_demo
-
-        run_demo(args.data, runs_dir=args.runs_dir)
-        return 0
-    if cmd == "recipes":
-        from marinelife.train.run import show_recipes
-
-        show_recipes(args.name, keys=args.keys)
-        return 0
-    if cmd == "predict":
-        from marinelife.infer.predict_cli import run_predict
-
-        return run_predict(
-            args.model, args.images, top_k=args.top_k, fmt=args.fmt, tta=args.tta,
-            batch_size=args.batch_size, reject=not args.no_reject, backend=args.backend,
+        model = ml.load(args.model, backend=args.backend, reject=not args.no_reject, tta=args.tta)
+        return write_predictions(model.predictor, args.images, top_k=args.top_k, fmt=args.fmt,
+                                 batch_size=args.batch_size)  # fmt: skip
+    elif cmd == "export":
+        report = ml.export(
+            args.model, args.fmt, out=args.out, opset=args.opset, int8=args.quantize == "int8",
+            dynamic_batch=args.dynamic_batch, data=args.data, split=args.split,
+            max_drop=args.max_drop,
         )  # fmt: skip
-    if cmd == "export":
-        from marinelife.infer.export import run_export
-
-        return run_export(
-            args.model, fmt=args.fmt, out=args.out, opset=args.opset,
-            dynamic_batch=args.dynamic_batch, quantize=args.quantize, data=args.data,
-            split=args.split, max_drop=args.max_drop,
-        )  # fmt: skip
-    if cmd == "serve":
-        from marinelife.infer.server import ServeSettings, run_server
+        print(report.summary())
+    elif cmd == "serve":
+        from marinelife.infer.server import ServeSettings
 
         limits = ServeSettings(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                                max_files=args.max_files, top_k=args.top_k)  # fmt: skip
-        return run_server(
+        return ml.serve(
             args.model, host=args.host, port=args.port, backend=args.backend,
             api_key=args.api_key, reject=not args.no_reject, threads=args.threads,
             workers=args.workers, settings=limits,
         )  # fmt: skip
-    raise AssertionError(cmd)
+    else:
+        raise AssertionError(cmd)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

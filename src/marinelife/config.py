@@ -211,7 +211,7 @@ def valid_keys(cls: type = TrainConfig, prefix: str = "") -> list[str]:
 
 
 def _unknown_key_error(key: str, where: str) -> MarineLifeError:
-    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'?" if close else "see `marinelife recipes --keys`"
     return MarineLifeError(f"{where}: unknown config key '{key}'", fix=hint)
 
@@ -353,8 +353,14 @@ def resolve_config(
     recipe: str | None = None,
     overrides: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    *,
+    where: str = "command line",
 ) -> TrainConfig:
-    """Defaults ← recipe YAML ← ``extra`` (CLI flags) ← ``--set`` overrides, then validated."""
+    """Defaults ← recipe YAML ← ``extra`` (CLI flags, API keywords) ← ``--set`` overrides.
+
+    ``extra`` is checked exactly like ``--set`` (types, ranges, unknown keys with the closest
+    valid one); ``where`` names it in errors.
+    """
     config = TrainConfig()
     if recipe:
         name, data = load_recipe_data(recipe)
@@ -363,7 +369,7 @@ def resolve_config(
         _apply(config, data, recipe if is_file else f"recipe {name}")
         config.recipe = name
     if extra:
-        _apply(config, extra, "command line")
+        _apply(config, extra, where)
     if overrides:
         _apply(config, parse_overrides(overrides), "--set")
     config.validate()

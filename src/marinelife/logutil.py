@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 LOGGER_NAME = "marinelife"
 
@@ -41,3 +43,21 @@ def progress_enabled() -> bool:
     if os.environ.get("MARINELIFE_QUIET", "") not in ("", "0"):
         return False
     return logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO)
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a torch.distributed job, or a plain process (torch is not imported here)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return True
+
+
+def progress(
+    iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True
+) -> Any:
+    """A tqdm bar with ETA on stderr; off with -q, when not a terminal, or under DDP rank > 0."""
+    from tqdm import tqdm
+
+    disable = not enabled or not progress_enabled() or not _is_main_process()
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=disable, dynamic_ncols=True)

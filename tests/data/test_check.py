@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tree_digest
+from conftest import run_check, tree_digest
 from marinelife import fileio
 from marinelife.cli import main
 from marinelife.data import hashing
-from marinelife.data.check import discover, run_check
+from marinelife.data.check import discover
 from marinelife.errors import MarineLifeError
 
 CLASSES = ("crab", "eel", "fish")

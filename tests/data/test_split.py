@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 from test_check import corrupt_png, make_photo_dataset, noise_photo
 
-from conftest import tree_digest
-from marinelife.data.check import run_check
+from conftest import run_check, tree_digest
 from marinelife.data.scan import scan_dataset
 from marinelife.data.split import SPLIT_CSV_COLUMNS, assign_groups, run_split
 from marinelife.errors import MarineLifeError

@@ -18,11 +18,16 @@ from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import save_classes, scan_dataset
 from marinelife.errors import MarineLifeError
 from marinelife.evaluate.compare import compare_runs, write_outputs
-from marinelife.evaluate.report import build_report, confused_pairs, steps_per_epoch
+from marinelife.evaluate.report import build_report, confused_pairs
 from marinelife.evaluate.run import write_split_metrics
 from marinelife.evaluate.stats import mcnemar_exact
-from marinelife.infer.bundle import ModelInfo, head_settings, write_model_json
-from marinelife.train.trainer import METRIC_COLUMNS
+from marinelife.fit.schedule import record_stage_plan
+from marinelife.fit.stages import plan_stages
+from marinelife.fit.trainer import METRIC_COLUMNS
+from marinelife.models.bundle import ModelInfo, head_settings, write_model_json
+
+# What training recorded; deliberately not what the report's --data would give (6 train photos).
+STEPS_PER_EPOCH = 191
 
 RESULT_FIGURES = {"confusion_matrix", "confusion_matrix_normalized", "per_class_accuracy",
                   "reliability", "misclassified"}  # fmt: skip
@@ -38,6 +43,8 @@ def fake_run(run_dir: Path, data: Path, *, seed: int, accuracy: float, recipe: s
     config = resolve_config(recipe, ["input_size=32", "pretrained=false"])
     save_config(config, run_dir / "config.yaml")
     save_classes(layout.classes, run_dir / "classes.json")
+    for stage in plan_stages(config):
+        record_stage_plan(run_dir, stage, STEPS_PER_EPOCH, config)
     rows = []
     for k, stage in enumerate(["head"] * 4 + ["finetune"] * 2):
         rows.append({"stage": stage, "epoch": k + 1, "train_loss": 1.5 - 0.2 * k,
@@ -138,9 +145,14 @@ def test_report_without_metrics_or_history(runs, tmp_path):
         build_report(tmp_path / "missing")
 
 
+def test_report_draws_the_schedule_training_recorded(runs, data, tmp_path):
+    """The stage summary and LR figure come from plan.json, not from the --data shown."""
+    text = build_report(runs[0], data=data, gradcam=False).read_text(encoding="utf-8")
+    assert f"{STEPS_PER_EPOCH} steps per epoch" in text
+    assert "6 steps per epoch" not in text
+
+
 def test_report_helpers():
-    assert steps_per_epoch(100, 32) == 4 and steps_per_epoch(97, 32) == 3  # last batch of 1
-    assert steps_per_epoch(5, 32) == 1
     pairs = confused_pairs(np.array([[5, 3, 0], [1, 4, 0], [0, 0, 2]]), ["a", "b", "c"])
     assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
         ("a", "b", 3),

@@ -10,9 +10,9 @@ import pytest
 
 from marinelife.cli import main
 from marinelife.errors import MarineLifeError
-from marinelife.infer.bundle import load_bundle
 from marinelife.infer.export import export_onnx
 from marinelife.infer.predictor import Predictor
+from marinelife.models.bundle import load_bundle
 
 
 def test_fp32_export_matches_pytorch_and_loads_alone(tiny_bundle, tiny_dataset, tmp_path):

@@ -12,14 +12,15 @@ from PIL import Image
 from marinelife.data.preprocess import load_and_preprocess
 from marinelife.data.scan import scan_dataset
 from marinelife.errors import MarineLifeError
-from marinelife.infer.bundle import ModelInfo, load_bundle, read_model_info
-from marinelife.infer.predictor import Predictor, TorchBackend
+from marinelife.infer.predictor import Predictor
 from marinelife.infer.rejection import (
     UNKNOWN,
     calibrate_rejection,
     ensure_rejection,
     threshold_at_tpr,
 )
+from marinelife.models.bundle import ModelInfo, load_bundle, read_model_info
+from marinelife.models.runtime import TorchBackend
 
 
 def test_predictions_match_the_network_after_reload(tiny_bundle, tiny_dataset):

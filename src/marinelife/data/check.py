@@ -6,12 +6,11 @@ or a class missing from a split is *reported* with everything else instead of st
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marinelife.data.hashing import FileRecord, analyze_files, duplicate_groups
+from marinelife.data.hashing import FileRecord, duplicate_groups
 from marinelife.data.image_io import is_image_path
 from marinelife.data.scan import EXPECTED_LAYOUT, SPLIT_ALIASES, SPLITS, is_hidden
 from marinelife.errors import MarineLifeError
@@ -348,14 +347,3 @@ def format_report(report: dict) -> str:
         ]
         lines.append(f"{_plural(s['problems'], 'problem')}: " + ", ".join(p for p in parts if p))
     return "\n".join(lines)
-
-
-def run_check(data: Path, *, as_json: bool = False, min_size: int = 32) -> int:
-    """Check a dataset folder; print the report; return 0 when clean, 1 when problems were found."""
-    if min_size < 1:
-        raise MarineLifeError(f"--min-size must be at least 1 (got {min_size})")
-    inv = discover(data)
-    records = analyze_files([e.path for e in inv.images], desc="check: decoding")
-    report = build_report(inv, records, min_size=min_size)
-    print(json.dumps(report, indent=2, ensure_ascii=False) if as_json else format_report(report))
-    return 0 if report["ok"] else 1

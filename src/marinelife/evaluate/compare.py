@@ -122,7 +122,7 @@ def measure_speed(
 
     from marinelife.data.preprocess import load_and_preprocess
     from marinelife.errors import ImageDecodeError
-    from marinelife.infer.bundle import load_bundle
+    from marinelife.models.bundle import load_bundle
 
     model, info = load_bundle(run_dir)
     tensors = []

@@ -132,7 +132,7 @@ def gradcam_gallery(
 def explain_image(model_path: Path, image: Path, out: Path | None = None,
                   target: str | None = None) -> Path:  # fmt: skip
     """Write the Grad-CAM overlay of one photo beside the photo's eval view; returns the PNG."""
-    from marinelife.infer.bundle import load_bundle
+    from marinelife.models.bundle import load_bundle
 
     _require_gradcam()
     model, info = load_bundle(model_path)

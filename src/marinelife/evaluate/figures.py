@@ -11,6 +11,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -21,7 +22,6 @@ from marinelife.data.figures import _label, _save
 from marinelife.data.image_io import load_image
 from marinelife.errors import ImageDecodeError
 from marinelife.evaluate.stats import Calibration
-from marinelife.train.schedule import WarmupCosine
 
 TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#ff7f0e"
 STAGE_SHADES = ("#f3f6fa", "#fbf3ea", "#eef7ee")
@@ -126,56 +126,36 @@ def plot_generalization_gap(history: Sequence[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-@dataclass(frozen=True)
-class StagePlan:
-    """What the LR schedule of one stage was planned as (from config.yaml)."""
-
-    name: str
-    epochs: int
-    lr: float
-    warmup_epochs: float
-
-
-def lr_curve(
-    plan: StagePlan, steps_per_epoch: int, epochs_run: int, min_ratio: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """The per-step LR the trainer's ``WarmupCosine`` produced, x in (fractional) epochs.
-
-    The last point is the LR after the final step: what ``metrics.csv`` logs for that epoch.
-    """
-    total = plan.epochs * steps_per_epoch
-    schedule = WarmupCosine(total, int(round(plan.warmup_epochs * steps_per_epoch)), min_ratio)
-    steps = np.arange(min(total, epochs_run * steps_per_epoch) + 1)
-    lr = np.array([plan.lr * schedule(int(s)) for s in steps])
-    return steps / steps_per_epoch, lr
-
-
 def plot_lr_schedule(
-    plans: Sequence[StagePlan],
+    stages: dict[str, dict[str, Any]],
     history: Sequence[dict],
     path: Path,
     *,
-    steps_per_epoch: int,
-    min_ratio: float,
-    exact: bool = True,
+    world_size: int = 1,
 ) -> Path:
-    """Per-step learning rate per stage, with the LR logged at the end of each epoch as dots."""
+    """Per-step learning rate per stage as ``plan.json`` recorded it, with the LR logged at the
+    end of each epoch as dots."""
     spans = {s.name: s for s in stage_spans(history)}
     fig = Figure(figsize=(9, 3.8))
     ax = fig.subplots()
     _mark_stages(ax, list(spans.values()))
-    for k, plan in enumerate(plans):
-        span = spans.get(plan.name)
+    steps = []
+    for k, (name, stage) in enumerate(stages.items()):
+        span = spans.get(name)
         if span is None:
             continue
         run = span.last - span.first + 1
-        x, lr = lr_curve(plan, steps_per_epoch, run, min_ratio)
+        x = np.asarray(stage["lr_curve"]["epoch"], dtype=float)
+        lr = np.asarray(stage["lr_curve"]["lr"], dtype=float)
+        keep = x <= run + 1e-9
+        x, lr = x[keep], lr[keep]
+        steps.append(f"{name} {stage['steps_per_epoch']}")
         colour = f"C{k}"
-        ax.plot(x + span.first - 0.5, lr, color=colour, linewidth=1.5, label=f"{plan.name}",
+        ax.plot(x + span.first - 0.5, lr, color=colour, linewidth=1.5, label=name,
                 drawstyle="steps-post")  # fmt: skip
-        if run < plan.epochs:
+        if run < stage["epochs"]:
             ax.annotate(
-                f"ran {run}/{plan.epochs}\nplanned epochs",
+                f"ran {run}/{stage['epochs']}\nplanned epochs",
                 (span.last + 0.5, lr[-1]),
                 xytext=(-4, 14),
                 textcoords="offset points",
@@ -195,9 +175,9 @@ def plot_lr_schedule(
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
-    note = "" if exact else " (steps per epoch estimated)"
+    per = f" x {world_size} processes" if world_size > 1 else ""
     ax.set_title(
-        f"Learning-rate schedule, {steps_per_epoch} steps per epoch{note}", pad=14, fontsize=10
+        f"Learning-rate schedule; steps per epoch{per}: {', '.join(steps)}", pad=14, fontsize=10
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -244,18 +224,28 @@ def plot_confusion_matrix(
     return _save(fig, path)
 
 
-def plot_per_class_accuracy(
-    recall: Sequence[float], support: Sequence[int], classes: Sequence[str], path: Path
-) -> Path:
-    """Per-class accuracy (recall), worst first, with each class's number of test images."""
-    order = np.argsort(np.asarray(recall), kind="stable")
-    values = np.asarray(recall)[order]
+def per_class_accuracy_figure(
+    recall: Sequence[float], support: Sequence[int], classes: Sequence[str]
+) -> Figure:
+    """The per-class accuracy chart: worst class at the top, bars coloured by their value.
+
+    Colours span red (the lower of the worst class and 0.5) to green (1.0), so 0.64 and 1.00
+    look different even though both are "good" on a 0-1 scale; the colorbar shows the scale.
+    """
+    # Local imports: only this chart needs them.
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    order = np.argsort(np.asarray(recall, dtype=float), kind="stable")  # worst first
+    values = np.asarray(recall, dtype=float)[order]
     names = [_label(classes[i]) for i in order]
-    fig = Figure(figsize=(8.5, 1.2 + 0.32 * len(names)))
+    fig = Figure(figsize=(9.3, 1.2 + 0.32 * len(names)))
     ax = fig.subplots()
     y = np.arange(len(names))
-    colours = colormaps["RdYlGn"](0.1 + 0.8 * values)
-    bars = ax.barh(y, values, color=colours)
+    low = min(0.5, float(values.min())) if len(values) else 0.5
+    norm = Normalize(vmin=low, vmax=1.0)
+    cmap = colormaps["RdYlGn"]
+    bars = ax.barh(y, values, color=cmap(norm(values)))
     ax.bar_label(
         bars,
         labels=[f"{v:.2f} (n={support[i]})" for v, i in zip(values, order)],
@@ -263,13 +253,22 @@ def plot_per_class_accuracy(
         fontsize=8,
     )
     ax.set_yticks(y, names, fontsize=9)
+    ax.invert_yaxis()  # barh draws index 0 at the bottom; the worst class belongs on top
     mean = float(np.mean(values)) if len(values) else 0.0
     ax.axvline(mean, color="grey", linestyle="--", linewidth=1, label=f"mean {mean:.2f}")
     ax.set_xlim(0, 1.18)
     ax.set_xlabel("accuracy on this class's test images (recall)")
     ax.set_title("Per-class accuracy, worst first")
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    ax.legend(loc="upper right", fontsize=8)  # beside the short (worst) bars at the top
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.03, pad=0.02)
+    return fig
+
+
+def plot_per_class_accuracy(
+    recall: Sequence[float], support: Sequence[int], classes: Sequence[str], path: Path
+) -> Path:
+    """Per-class accuracy (recall), worst first, with each class's number of test images."""
+    return _save(per_class_accuracy_figure(recall, support, classes), path)
 
 
 def plot_reliability(cal: Calibration, path: Path) -> Path:

@@ -24,30 +24,11 @@ from marinelife.evaluate import figures as fig
 from marinelife.evaluate import report_html as rh
 from marinelife.evaluate.rundata import RunData, load_run
 from marinelife.evaluate.stats import accuracy_interval, calibration, macro_f1_interval
-from marinelife.train.stages import plan_stages
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 GALLERY_MAX = 36
-NOMINAL_STEPS = 100  # when the training-set size is unknown: the curve's shape in epochs is kept
-
-
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Loader length in the trainer: the last batch is dropped only when it would hold one."""
-    full, rest = divmod(n_train, batch_size)
-    return max(1, full + (1 if rest > 1 else 0))
-
-
-def _train_size(run: RunData, layout: DatasetLayout | None) -> int | None:
-    if layout is not None and "train" in layout.splits:
-        return len(layout.splits["train"])
-    metrics = run.metrics or {}
-    if isinstance(metrics.get("train_samples"), int):
-        return metrics["train_samples"]
-    cached = (metrics.get("feature_cache") or {}).get("features train") or {}
-    shape = cached.get("shape")
-    return int(shape[0]) if isinstance(shape, list) and shape else None
 
 
 def _best_global_epoch(run: RunData) -> int | None:
@@ -72,20 +53,10 @@ def training_figures(run: RunData, out: Path, layout: DatasetLayout | None) -> d
     paths["generalization_gap"] = fig.plot_generalization_gap(
         run.history, out / "generalization_gap.png"
     )
-    if run.config is not None:
-        config = run.config
-        plans = [
-            fig.StagePlan(s.name, s.epochs, s.lr, s.warmup_epochs) for s in plan_stages(config)
-        ]
-        n_train = _train_size(run, layout)
-        spe = steps_per_epoch(n_train, config.batch_size) if n_train else NOMINAL_STEPS
+    stages = (run.plan or {}).get("stages")
+    if stages:
         paths["lr_schedule"] = fig.plot_lr_schedule(
-            plans,
-            run.history,
-            out / "lr_schedule.png",
-            steps_per_epoch=spe,
-            min_ratio=config.min_lr_ratio,
-            exact=n_train is not None,
+            stages, run.history, out / "lr_schedule.png", world_size=run.plan.get("world_size", 1)
         )
     return paths
 
@@ -171,7 +142,7 @@ def gradcam_figures(run: RunData, out: Path, wrong: np.ndarray) -> dict[str, Pat
         return {}
     if not (run.run_dir / info.weights).is_file():
         return {}
-    from marinelife.infer.bundle import load_bundle
+    from marinelife.models.bundle import load_bundle
 
     model, info = load_bundle(run.run_dir)
     metrics = run.metrics

@@ -103,25 +103,28 @@ def augment_summary(augment: Any) -> str:
     return ", ".join(parts)
 
 
-def stages_summary(config: Any, history: Sequence[dict]) -> str:
-    from marinelife.train.stages import plan_stages
-
+def stages_summary(plan: dict[str, Any] | None, history: Sequence[dict]) -> str:
+    """Each stage as training recorded it in ``plan.json``, with the epochs it really ran."""
+    stages = (plan or {}).get("stages")
+    if not stages:
+        return "not recorded (the run predates plan.json)"
     ran: dict[str, int] = {}
     for row in history:
         ran[row["stage"]] = ran.get(row["stage"], 0) + 1
     parts = []
-    for stage in plan_stages(config):
+    for name, stage in stages.items():
+        fraction = float(stage["backbone_fraction"])
         what = (
             "head only"
-            if stage.backbone_fraction == 0
+            if fraction == 0
             else "whole network"
-            if stage.backbone_fraction >= 1
-            else f"head + top {stage.backbone_fraction:.0%} of backbone blocks"
+            if fraction >= 1
+            else f"head + top {fraction:.0%} of backbone blocks"
         )
-        done = f"{ran[stage.name]}/{stage.epochs}" if stage.name in ran else f"0/{stage.epochs}"
         parts.append(
-            f"{stage.name}: {what}, {done} epochs, lr {stage.lr:g}, "
-            f"warmup {stage.warmup_epochs:g}, patience {stage.patience or 'off'}"
+            f"{name}: {what}, {ran.get(name, 0)}/{stage['epochs']} epochs, lr {stage['lr']:g}, "
+            f"warmup {stage['warmup_epochs']:g}, patience {stage['patience'] or 'off'}, "
+            f"{stage['steps_per_epoch']} steps per epoch"
         )
     return "; ".join(parts)
 
@@ -154,7 +157,7 @@ def run_table(run: RunData) -> str:
         items += [
             ("augmentation", augment_summary(config.augment)),
             ("class imbalance", f"class_weights={config.class_weights}, sampler={config.sampler}"),
-            ("stages", stages_summary(config, run.history)),
+            ("stages", stages_summary(run.plan, run.history)),
             (
                 "optimisation",
                 f"{config.optimizer}, batch {config.batch_size}, weight decay "

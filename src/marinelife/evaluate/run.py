@@ -21,7 +21,7 @@ from marinelife.errors import MarineLifeError
 from marinelife.evaluate.metrics import classification_metrics, report_text
 from marinelife.evaluate.tta import check_tta_mode, predict_samples_tta
 from marinelife.fileio import atomic_write_text
-from marinelife.train.engine import predict_probs
+from marinelife.models.forward import predict_probs
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _training_extra(path: Path) -> dict[str, Any]:
 def run_evaluate(
     run: Path, data: Path, *, split: str = "test", tta: str = "none", report: bool = True
 ) -> dict[str, Any]:
-    from marinelife.infer.bundle import load_bundle
+    from marinelife.models.bundle import load_bundle
 
     check_tta_mode(tta)
     model, info = load_bundle(run)

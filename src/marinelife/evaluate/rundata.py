@@ -19,6 +19,7 @@ from marinelife.config import TrainConfig, load_config
 from marinelife.errors import MarineLifeError
 
 log = logging.getLogger(__name__)
+PLAN_FILE = "plan.json"  # written by the trainer at the start of each stage
 
 
 @dataclass
@@ -29,7 +30,10 @@ class RunData:
     split: str | None = None  # the split ``metrics`` describes
     metrics: dict[str, Any] | None = None
     probs: np.ndarray | None = None
-    info: Any = None  # marinelife.infer.bundle.ModelInfo, when model.json is present
+    info: Any = None  # marinelife.models.bundle.ModelInfo, when model.json is present
+    # plan.json as training recorded it: world size, batch size, per stage its settings,
+    # steps per epoch and LR curve (absent for runs trained before the record existed).
+    plan: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -83,8 +87,10 @@ def load_run(run_dir: str | Path, split: str | None = None) -> RunData:
     if (run_dir / "config.yaml").is_file():
         data.config = load_config(run_dir / "config.yaml")
     data.history = read_history(run_dir / "metrics.csv")
+    if (run_dir / PLAN_FILE).is_file():
+        data.plan = _read_json(run_dir / PLAN_FILE)
     if (run_dir / "model.json").is_file():
-        from marinelife.infer.bundle import read_model_info
+        from marinelife.models.bundle import read_model_info
 
         data.info, _ = read_model_info(run_dir)
     candidates = [split] if split else ["test", "val"]

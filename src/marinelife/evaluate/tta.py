@@ -24,7 +24,7 @@ from marinelife.data.preprocess import (
 )
 from marinelife.data.scan import Sample
 from marinelife.errors import MarineLifeError
-from marinelife.train.engine import progress
+from marinelife.logutil import progress
 
 TTA_MODES = ("none", "flip", "five-crop")
 

@@ -10,13 +10,11 @@ points. Output: ``model.onnx`` + ``model.json`` (``weights: model.onnx`` and an 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import logging
 import tempfile
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +28,13 @@ from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
 from marinelife.data.scan import Sample, scan_dataset
 from marinelife.errors import ImageDecodeError, MarineLifeError
 from marinelife.fileio import atomic_write_bytes
-from marinelife.infer.bundle import load_bundle, read_model_info, write_model_json
 from marinelife.infer.quantize import quantize_int8, top1_accuracy
 from marinelife.infer.rejection import require_same_classes
+from marinelife.models.bundle import load_bundle, read_model_info, write_model_json
+from marinelife.models.onnx_export import DEFAULT_OPSET, torch_to_onnx
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 17
 FP32_TOLERANCE = 1e-4
 ONNX_FILE = "model.onnx"
 _CALIBRATION_IMAGES = 256
@@ -72,48 +70,6 @@ class ExportReport:
                 f"int8 {100 * a['int8']:.2f}% (change {-a['drop_points']:+.2f} points)"
             )
         return "\n".join(lines)
-
-
-def torch_to_onnx(
-    network: torch.nn.Module,
-    input_size: int,
-    path: Path,
-    *,
-    opset: int,
-    dynamic_batch: bool,
-    static_pads: bool = True,
-) -> None:
-    """Trace ``network`` to ``path`` (input ``input`` NCHW float32 → output ``logits``).
-
-    TensorFlow-style "SAME" padding becomes constant ``Conv`` pads (:mod:`.onnx_graph`): the
-    same outputs, 1.5x (fp32) and 3x (int8) the batch-32 speed for tf_efficientnet_lite0
-    (docs/benchmarks.md). Models without such layers are traced unchanged.
-    ``static_pads=False`` keeps the traced per-call padding (for side-by-side benchmarks).
-    """
-    from marinelife.infer.onnx_graph import constant_same_padding, simplify_export
-
-    example = torch.zeros(1, 3, input_size, input_size)
-    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    padding = (
-        constant_same_padding(network, input_size) if static_pads else contextlib.nullcontext(0)
-    )
-    with padding as swapped, warnings.catch_warnings():
-        # The TorchScript exporter is deprecated in favour of the torch.export one, which takes
-        # ~10x longer for these CNNs and produces the same graph; both warnings are noise here.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            network.eval(),
-            (example,),
-            str(path),
-            dynamo=False,
-            input_names=["input"],
-            output_names=["logits"],
-            opset_version=opset,
-            dynamic_axes=axes,
-            do_constant_folding=True,
-        )
-    if swapped:
-        simplify_export(path)
 
 
 def _preprocess_many(sources: list[Any], preprocess: PreprocessConfig) -> np.ndarray:
@@ -202,7 +158,7 @@ def export_onnx(
 ) -> ExportReport:
     """Export, verify and (only if every check passes) write ``out/model.onnx`` + model.json."""
     from marinelife.fileio import file_sha256
-    from marinelife.infer.predictor import OnnxBackend
+    from marinelife.models.runtime import OnnxBackend
 
     start = time.perf_counter()
     info, folder = read_model_info(Path(model))
@@ -324,33 +280,4 @@ def _quantize_and_measure(
     }
 
 
-def run_export(
-    model: Path,
-    *,
-    fmt: str = "onnx",
-    out: Path | None = None,
-    opset: int = DEFAULT_OPSET,
-    dynamic_batch: bool = True,
-    quantize: str | None = None,
-    data: Path | None = None,
-    split: str = "test",
-    max_drop: float = 1.0,
-) -> int:
-    if fmt != "onnx":
-        raise MarineLifeError(f"--format {fmt!r} is not supported (use onnx)")
-    report = export_onnx(
-        model,
-        out,
-        opset=opset,
-        dynamic_batch=dynamic_batch,
-        quantize=quantize,
-        data=data,
-        split=split,
-        max_drop=max_drop,
-        quiet=True,
-    )
-    print(report.summary())
-    return 0
-
-
-__all__ = ["ExportReport", "export_onnx", "run_export", "torch_to_onnx"]
+__all__ = ["ExportReport", "export_onnx"]

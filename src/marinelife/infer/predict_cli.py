@@ -110,6 +110,23 @@ def run_predict(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
+    """Load ``model`` and :func:`write_predictions`; returns 0, or 1 when any input failed."""
+    predictor = Predictor.load(model, backend=backend, reject=reject, tta=tta, threads=threads)
+    return write_predictions(
+        predictor, inputs, top_k=top_k, fmt=fmt, batch_size=batch_size, out=out, err=err
+    )
+
+
+def write_predictions(
+    predictor: Predictor,
+    inputs: Sequence[str | Path],
+    *,
+    top_k: int = 3,
+    fmt: str = "table",
+    batch_size: int = 16,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
     """Predict every input; returns 0, or 1 when any input could not be read."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -122,7 +139,6 @@ def run_predict(
         # Nothing to predict at all is a usage error (exit 2), not a partly failed batch.
         where, reason = problems[0] if problems else (None, "no images given")
         raise MarineLifeError(reason, path=where, fix="pass image files, folders or globs")
-    predictor = Predictor.load(model, backend=backend, reject=reject, tta=tta, threads=threads)
     for note in predictor.notes:
         log.warning("%s", note)
     top_k = min(top_k, len(predictor.classes))

@@ -14,17 +14,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.special import softmax
 
-from marinelife.data.preprocess import load_and_preprocess
+from marinelife.data.preprocess import load_and_preprocess, preprocess_image
 from marinelife.errors import ImageDecodeError, MarineLifeError
 from marinelife.fileio import file_sha256
-from marinelife.infer.bundle import ModelInfo, load_bundle, read_model_info
 from marinelife.infer.rejection import UNKNOWN, accept_mask, rejection_scores, validate_rejection
+from marinelife.models.bundle import ModelInfo, load_bundle, read_model_info
+from marinelife.models.runtime import Backend, OnnxBackend, TorchBackend
 
 log = logging.getLogger(__name__)
 
@@ -33,72 +34,12 @@ TTA_MODES = ("flip",)
 EXPORT_SUBDIR = "export"
 
 
-class Backend(Protocol):
-    name: str
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """NCHW float32 batch → float32 logits ``(N, C)``."""
-        ...
-
-
-class TorchBackend:
-    name = "torch"
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        device: str | torch.device = "cpu",
-        *,
-        channels_last: bool | None = None,
-    ):
-        self.device = torch.device(device)
-        # channels_last is ~1.7x faster for these CNNs on CPU (oneDNN's preferred layout).
-        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model = model.eval().to(self.device, memory_format=memory_format)
-
-    @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x).float().cpu().numpy()
-
-
-class OnnxBackend:
-    name = "onnx"
-
-    def __init__(self, path: Path | bytes, *, threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads > 0:
-            options.intra_op_num_threads = threads
-        source = path if isinstance(path, bytes) else str(path)
-        try:
-            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors for bad files
-            where = "<memory>" if isinstance(path, bytes) else path
-            raise MarineLifeError(f"cannot load ONNX model ({exc})", path=where) from exc
-        first = self.session.get_inputs()[0]
-        self.input_name = first.name
-        # A static-batch export (no --dynamic-batch) accepts exactly that many images per run.
-        self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) else None
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        step = self.fixed_batch or len(batch)
-        outs = [
-            self.session.run(None, {self.input_name: batch[i : i + step]})[0]
-            for i in range(0, len(batch), max(step, 1))
-        ]
-        return np.concatenate(outs).astype(np.float32, copy=False)
-
-
 @dataclass
 class Prediction:
-    """One image's result; ``label`` is the top-1 class or ``unknown`` when rejected."""
+    """One image's result; ``label`` is the top-1 class or ``unknown`` when rejected.
+
+    An input that could not be read keeps its place with ``error`` set and no label.
+    """
 
     label: str
     confidence: float
@@ -106,9 +47,25 @@ class Prediction:
     rejected: bool
     scores: dict[str, float]
     path: str = ""
+    error: str = ""
+
+    @property
+    def score(self) -> float:
+        """The top-1 class probability (also when the answer is ``unknown``)."""
+        return self.confidence
+
+    @property
+    def unknown(self) -> bool:
+        """True when the confidence was below the model's calibrated threshold."""
+        return self.rejected
+
+    @classmethod
+    def failed(cls, path: str, error: str) -> Prediction:
+        return cls(label="", confidence=0.0, top_k=[], rejected=False, scores={}, path=path,
+                   error=error)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "path": self.path,
             "label": self.label,
             "confidence": round(self.confidence, 6),
@@ -116,6 +73,9 @@ class Prediction:
             "rejected": self.rejected,
             "scores": {k: round(v, 6) for k, v in self.scores.items()},
         }
+        if self.error:
+            data["error"] = self.error
+        return data
 
 
 @dataclass
@@ -235,6 +195,10 @@ class Predictor:
                 )
             )
         return results
+
+    def preprocess_image(self, image: Any) -> np.ndarray:
+        """An in-memory PIL image or ``HxWx3`` uint8 array → the ``3xSxS`` network input."""
+        return preprocess_image(image, self.info.preprocess).numpy()
 
     def preprocess(self, source: str | Path | bytes, **load_kwargs: Any) -> np.ndarray:
         """One image file or bytes → the ``3xSxS`` float32 network input."""

@@ -56,7 +56,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, *, dynamic_bat
 
 def top1_accuracy(model_path: Path, inputs: np.ndarray, targets: np.ndarray) -> float:
     """Top-1 accuracy of an ONNX model on preprocessed ``inputs``."""
-    from marinelife.infer.predictor import OnnxBackend
+    from marinelife.models.runtime import OnnxBackend
 
     logits = OnnxBackend(model_path)(inputs)
     return float((logits.argmax(1) == targets).mean())

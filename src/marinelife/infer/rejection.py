@@ -206,7 +206,7 @@ def ensure_rejection(
     Pass the in-memory ``model`` (best weights restored) to skip reloading the bundle. Kept when
     already calibrated at the same TPR unless ``force``.
     """
-    from marinelife.infer.bundle import load_bundle, read_model_info, write_model_json
+    from marinelife.models.bundle import load_bundle, read_model_info, write_model_json
 
     info, folder = read_model_info(run_dir)
     if info.rejection and info.rejection.get("tpr") == tpr and not force:

@@ -1,4 +1,4 @@
-"""One epoch of training and one pass of evaluation — the loop every stage and path shares."""
+"""One epoch of training — the loop every stage and path shares — and the validation metrics."""
 
 from __future__ import annotations
 
@@ -11,20 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
-from tqdm import tqdm
 
 from marinelife.errors import MarineLifeError
-from marinelife.logutil import progress_enabled
-from marinelife.train import distributed
-from marinelife.train.precision import autocast
+from marinelife.fit import distributed
+from marinelife.logutil import progress
+from marinelife.models.precision import autocast
 
 log = logging.getLogger(__name__)
-
-
-def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True):
-    """A tqdm bar with ETA on stderr; off with -q, when not a terminal, or under DDP rank > 0."""
-    disable = not enabled or not progress_enabled() or not distributed.is_main()
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=disable, dynamic_ncols=True)
 
 
 @dataclass
@@ -71,19 +64,17 @@ def train_one_epoch(
     nonfinite: NonFiniteCounter | None = None,
     prepare_model=None,
     channels_last: bool = False,
-    bf16: bool = False,
     show_progress: bool = True,
-    amp: str | None = None,
+    amp: str = "none",
     scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; return mean loss and accuracy over the samples seen.
 
     ``prepare_model`` runs after ``model.train()`` (it puts frozen BatchNorm back into eval).
-    ``amp`` is none|bf16|fp16 (``bf16=True`` is the older spelling of ``amp="bf16"``); fp16 takes
-    a ``scaler``. Under DDP ``model`` is the DDP wrapper: the loss and accuracy returned are over
-    every rank's samples, and skip/stop decisions are taken by all ranks together.
+    ``amp`` is none|bf16|fp16; fp16 takes a ``scaler``. Under DDP ``model`` is the DDP wrapper:
+    the loss and accuracy returned are over every rank's samples, and skip/stop decisions are
+    taken by all ranks together.
     """
-    amp = amp or ("bf16" if bf16 else "none")
     model.train()
     if prepare_model is not None:
         prepare_model(model)
@@ -154,38 +145,6 @@ def train_one_epoch(
         "samples_per_s": seen / max(elapsed, 1e-9),
         "steps": len(loader),
     }
-
-
-@torch.inference_mode()
-def predict_probs(
-    model: torch.nn.Module,
-    loader: Iterable,
-    *,
-    device: torch.device,
-    desc: str = "eval",
-    channels_last: bool = False,
-    bf16: bool = False,
-    show_progress: bool = True,
-    amp: str | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, softmax probabilities) for every sample of ``loader``, model in eval mode.
-
-    Local to this process: under DDP each rank predicts its own shard (see Trainer._validate).
-    """
-    amp = amp or ("bf16" if bf16 else "none")
-    model.eval()
-    all_targets, all_probs = [], []
-    for inputs, targets in progress(loader, total=len(loader), desc=desc, enabled=show_progress):
-        inputs = inputs.to(device)
-        if channels_last and inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            logits = model(inputs).float()
-        all_probs.append(torch.softmax(logits, dim=1).cpu())
-        all_targets.append(torch.as_tensor(targets).cpu())
-    if not all_probs:  # an empty shard (fewer items than ranks)
-        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(all_targets).numpy(), torch.cat(all_probs).numpy()
 
 
 def validation_metrics(

@@ -68,6 +68,10 @@ def test_every_recipe_runs_end_to_end(recipe, tiny_dataset, tmp_path, capsys):
         "test_metrics.json",
     ):
         assert (run / name).is_file(), name
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["world_size"] == 1 and plan["stages"]
+    # 4 classes x 12 training photos at batch 8, as the loader really ran them.
+    assert {s["steps_per_epoch"] for s in plan["stages"].values()} == {6}
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert set(metrics["per_class"]) == set(json.loads((run / "classes.json").read_text()))
@@ -81,7 +85,7 @@ def test_every_recipe_runs_end_to_end(recipe, tiny_dataset, tmp_path, capsys):
 def test_two_stage_freezes_then_unfreezes_top(tiny_dataset, tmp_path):
     from marinelife.config import resolve_config
     from marinelife.data.scan import scan_dataset
-    from marinelife.train.run import build_trainer
+    from marinelife.pipeline.training import build_trainer
 
     config = resolve_config(
         "two-stage",
@@ -115,7 +119,7 @@ def test_resume_gives_same_weights_as_uninterrupted(tiny_dataset, tmp_path, monk
     runs = tmp_path / "runs"
     assert _train(tiny_dataset, runs, "two-stage-lite", "full", *sets) == 0
 
-    import marinelife.train.trainer as trainer_mod
+    import marinelife.fit.trainer as trainer_mod
 
     real = trainer_mod.train_one_epoch
     calls = {"n": 0}
@@ -163,6 +167,30 @@ def test_existing_run_folder_is_refused(tiny_dataset, tmp_path, capsys):
     assert (runs / "taken" / "keep.txt").read_text() == "mine"
 
 
+def test_run_folder_without_a_checkpoint_is_trained_into_again(
+    tiny_dataset, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C before the first epoch ends leaves config.yaml etc. but nothing to resume:
+    the same command then just trains (it used to say "delete ... or pick another --name")."""
+    import marinelife.fit.trainer as trainer_mod
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    runs = tmp_path / "runs"
+    real = trainer_mod.train_one_epoch
+    monkeypatch.setattr(trainer_mod, "train_one_epoch", interrupted)
+    assert (
+        _train(tiny_dataset, runs, "two-stage-lite", "again", "--set", "feature_cache=false") == 130
+    )
+    assert "start again with the same command" in capsys.readouterr().err
+    assert (runs / "again" / "config.yaml").is_file()
+    assert not (runs / "again" / "last.ckpt").exists()
+    monkeypatch.setattr(trainer_mod, "train_one_epoch", real)
+    assert _train(tiny_dataset, runs, "two-stage-lite", "again") == 0
+    assert (runs / "again" / "last.ckpt").is_file()
+
+
 def test_flat_folder_says_to_split_first(flat_dataset, tmp_path, capsys):
     assert _train(flat_dataset, tmp_path / "runs", "two-stage-lite", "x") == 2
     assert "marinelife split" in capsys.readouterr().err
@@ -190,9 +218,9 @@ def test_nchw_path_runs(tiny_dataset, tmp_path):
 
 def test_bf16_autocast_trains_and_predicts():
     """bf16 autocast wraps the forward pass; loss and probabilities stay float32."""
-    from marinelife.train.engine import predict_probs
+    from marinelife.models.forward import predict_probs
 
-    losses, model, loader = toy_training_run(bf16=True)
+    losses, model, loader = toy_training_run(amp="bf16")
     assert losses[-1] < losses[0]
-    targets, probs = predict_probs(model, loader, device=torch.device("cpu"), bf16=True)
+    targets, probs = predict_probs(model, loader, device=torch.device("cpu"), amp="bf16")
     assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-3)

@@ -11,14 +11,14 @@ from marinelife.config import TrainConfig
 from marinelife.data.preprocess import preprocess_config_for_model
 from marinelife.errors import MarineLifeError
 from marinelife.fileio import save_weights
-from marinelife.infer.bundle import (
+from marinelife.models import build_classifier
+from marinelife.models.bundle import (
     ModelInfo,
     head_settings,
     load_bundle,
     read_model_info,
     write_model_json,
 )
-from marinelife.models import build_classifier
 
 
 @pytest.fixture

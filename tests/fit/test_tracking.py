@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from marinelife.evaluate import tracking
+from marinelife.fit import tracking
 
 
 def test_log_epoch_writes_readable_scalars(tmp_path):

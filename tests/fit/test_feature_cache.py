@@ -11,10 +11,10 @@ import torch
 from marinelife.config import resolve_config
 from marinelife.data.scan import scan_dataset
 from marinelife.data.transforms import build_eval_transform
+from marinelife.fit import feature_cache as fc
+from marinelife.fit.stages import plan_stages
 from marinelife.models import build_classifier
-from marinelife.train import feature_cache as fc
-from marinelife.train.run import build_trainer
-from marinelife.train.stages import plan_stages
+from marinelife.pipeline.training import build_trainer
 
 BASE = {
     "image_hashes": ["a" * 64, "b" * 64],
@@ -106,8 +106,8 @@ def test_cache_is_reused_and_damage_is_rebuilt(tiny_dataset, tmp_path, monkeypat
 @pytest.mark.parametrize("fraction", [0.2, 0.5])
 def test_boundary_split_equals_full_forward(architecture, fraction):
     from marinelife.config import TrainConfig
+    from marinelife.fit.boundary_cache import split_for_finetune
     from marinelife.models import set_trainable
-    from marinelife.train.boundary_cache import split_for_finetune
 
     config = TrainConfig(architecture=architecture, pretrained=False)
     model = build_classifier(config, 3).eval()

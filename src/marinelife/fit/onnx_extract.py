@@ -44,8 +44,8 @@ def onnx_extract(
 
     The returned function takes and returns float32 CPU tensors like ``fn``.
     """
-    from marinelife.infer.export import torch_to_onnx
-    from marinelife.infer.predictor import OnnxBackend
+    from marinelife.models.onnx_export import torch_to_onnx
+    from marinelife.models.runtime import OnnxBackend
 
     was_training = owner.training
     module = _Forward(fn, owner).eval()  # eval, and back to eval after the export's own restore

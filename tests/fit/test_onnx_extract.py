@@ -11,11 +11,11 @@ from timm.layers.conv2d_same import Conv2dSame
 
 from marinelife.config import TrainConfig, resolve_config
 from marinelife.data.scan import scan_dataset
+from marinelife.fit.boundary_cache import split_for_finetune
+from marinelife.fit.onnx_extract import onnx_extract
+from marinelife.fit.stages import plan_stages
 from marinelife.models import build_classifier
-from marinelife.train.boundary_cache import split_for_finetune
-from marinelife.train.onnx_extract import onnx_extract
-from marinelife.train.run import build_trainer
-from marinelife.train.stages import plan_stages
+from marinelife.pipeline.training import build_trainer
 
 
 @pytest.fixture
@@ -58,14 +58,14 @@ def test_falls_back_when_export_fails_or_differs(lite0, monkeypatch, caplog):
     def noisy(x: torch.Tensor) -> torch.Tensor:  # not a function of x alone: cannot match
         return lite0.forward_features_pooled(x) + torch.rand(x.shape[0], 1)
 
-    with caplog.at_level(logging.INFO, logger="marinelife.train.onnx_extract"):
+    with caplog.at_level(logging.INFO, logger="marinelife.fit.onnx_extract"):
         assert onnx_extract(noisy, lite0, 48) is None
         assert "does not match" in caplog.text
 
         def broken(*args, **kwargs):
             raise RuntimeError("unsupported operator")
 
-        monkeypatch.setattr("marinelife.infer.export.torch_to_onnx", broken)
+        monkeypatch.setattr("marinelife.models.onnx_export.torch_to_onnx", broken)
         assert onnx_extract(lite0.forward_features_pooled, lite0, 48) is None
         assert "unsupported operator" in caplog.text
 
@@ -87,7 +87,7 @@ def test_cache_builds_agree_between_engines(tiny_dataset, tmp_path, monkeypatch,
         {"pretrained": False},
     )
     trainer = build_trainer(scan_dataset(tiny_dataset), config, tmp_path / "run")
-    with caplog.at_level(logging.INFO, logger="marinelife.train.stage_data"):
+    with caplog.at_level(logging.INFO, logger="marinelife.fit.stage_data"):
         auto = _cache_arrays(trainer, tmp_path, monkeypatch, "auto")
         assert "ONNX Runtime" in caplog.text
         caplog.clear()
@@ -111,7 +111,7 @@ def test_one_export_serves_a_stages_train_and_val_builds(tiny_dataset, tmp_path,
         exports.append(args[0])
         return onnx_extract(*args, **kwargs)
 
-    monkeypatch.setattr("marinelife.train.stage_data.onnx_extract", counting)
+    monkeypatch.setattr("marinelife.fit.stage_data.onnx_extract", counting)
     head, finetune = plan_stages(trainer.config)[:2]
     trainer.data.stage_data(head)  # features train + features val
     assert len(exports) == 1

@@ -30,8 +30,8 @@ from marinelife.data.image_io import load_image_array
 from marinelife.data.scan import Sample
 from marinelife.errors import ImageDecodeError
 from marinelife.fileio import atomic_write_text, file_sha256
-from marinelife.train import distributed
-from marinelife.train.engine import progress
+from marinelife.fit import distributed
+from marinelife.logutil import progress
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from marinelife.train.engine import _all_finite
+from marinelife.fit.epoch import _all_finite
 
 BIG = torch.finfo(torch.float32).max
 
@@ -33,3 +33,13 @@ def test_missing_gradients_and_other_dtypes():
     assert _all_finite([None, torch.ones(3, dtype=torch.bfloat16), None])
     assert _all_finite([])
     assert not _all_finite([None, torch.tensor([1.0, float("nan")], dtype=torch.float16)])
+
+
+def test_loader_drops_only_a_last_batch_of_one():
+    from torch.utils.data import DataLoader
+
+    from marinelife.fit.stage_data import drop_last_batch
+
+    steps = {n: len(DataLoader(range(n), batch_size=32, drop_last=drop_last_batch(n, 32)))
+             for n in (100, 97, 5)}  # fmt: skip
+    assert steps == {100: 4, 97: 3, 5: 1}  # 97 = 3 x 32 + 1: the lone last image is dropped

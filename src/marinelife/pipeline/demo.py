@@ -10,6 +10,7 @@ from pathlib import Path
 
 from marinelife.config import resolve_config
 from marinelife.data.synthetic import make_synthetic_dataset
+from marinelife.pipeline.training import train
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +19,6 @@ DEMO_OVERRIDES = ["epochs=6", "finetune_epochs=1", "feature_cache_views=2", "pat
 
 
 def run_demo(data: Path | None, *, runs_dir: Path = Path("runs")) -> Path:
-    from marinelife.train.run import train
-
     start = time.perf_counter()
     name = f"demo-{dt.datetime.now():%Y%m%d-%H%M%S}"
     run_dir = runs_dir / name

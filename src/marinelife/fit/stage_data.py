@@ -22,13 +22,13 @@ from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import DatasetLayout
 from marinelife.data.transforms import build_eval_transform, build_train_transform
 from marinelife.fileio import file_sha256
+from marinelife.fit import distributed
+from marinelife.fit import feature_cache as fc
+from marinelife.fit.boundary_cache import split_for_finetune
+from marinelife.fit.onnx_extract import onnx_extract
+from marinelife.fit.stages import Stage
 from marinelife.models import Classifier, frozen_batchnorm_eval
-from marinelife.train import distributed
-from marinelife.train import feature_cache as fc
-from marinelife.train.boundary_cache import split_for_finetune
-from marinelife.train.onnx_extract import onnx_extract
-from marinelife.train.precision import autocast
-from marinelife.train.stages import Stage
+from marinelife.models.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,11 @@ class StageData:
     # Indices into the val split of this rank's val items, in loader order (all of them in one
     # process); the trainer uses them to reassemble the whole val set from every rank's shard.
     val_index: list[int] = dataclasses.field(default_factory=list)
+
+
+def drop_last_batch(items: int, batch_size: int) -> bool:
+    """A last batch of one breaks BatchNorm1d in the head: drop it only in that case."""
+    return items % batch_size == 1
 
 
 class StageDataBuilder:
@@ -125,8 +130,7 @@ class StageDataBuilder:
             num_workers=workers,
             persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(self.config.seed),
-            # A last batch of one breaks BatchNorm1d in the head; drop it only in that case.
-            drop_last=shuffle and len(order) % batch_size == 1,
+            drop_last=shuffle and drop_last_batch(len(order), batch_size),
         )
 
     def _image_stage_data(self, stage: Stage) -> StageData:

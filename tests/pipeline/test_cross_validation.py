@@ -10,7 +10,7 @@ import pytest
 
 from marinelife.data.scan import DatasetLayout, Sample
 from marinelife.errors import MarineLifeError
-from marinelife.evaluate.cv import assign_folds, fold_layout, summarise
+from marinelife.pipeline.cross_validation import assign_folds, fold_layout, summarise
 
 
 def _labels_and_groups(seed: int = 0):

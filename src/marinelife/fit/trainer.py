@@ -26,28 +26,23 @@ from marinelife.config import TrainConfig
 from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import DatasetLayout
 from marinelife.errors import MarineLifeError
-from marinelife.evaluate import tracking
-from marinelife.evaluate.tracking import log_epoch
 from marinelife.fileio import atomic_write_text, remove_stale_temp_files, save_weights
-from marinelife.infer.bundle import WEIGHTS_FILE, ModelInfo, write_model_json
-from marinelife.models import head_l2_parameters, set_trainable
-from marinelife.train import distributed
-from marinelife.train.checkpoint import (
+from marinelife.fit import distributed, tracking
+from marinelife.fit.checkpoint import (
     load_training_state,
     rng_state,
     save_training_state,
     set_rng_state,
 )
-from marinelife.train.engine import (
-    NonFiniteCounter,
-    predict_probs,
-    train_one_epoch,
-    validation_metrics,
-)
-from marinelife.train.precision import make_scaler
-from marinelife.train.schedule import build_scheduler
-from marinelife.train.stage_data import StageData, StageDataBuilder
-from marinelife.train.stages import RegularizedLoss, Stage, build_optimizer, monitor_improved
+from marinelife.fit.epoch import NonFiniteCounter, train_one_epoch, validation_metrics
+from marinelife.fit.schedule import build_scheduler, record_stage_plan
+from marinelife.fit.stage_data import StageData, StageDataBuilder
+from marinelife.fit.stages import RegularizedLoss, Stage, build_optimizer, monitor_improved
+from marinelife.fit.tracking import log_epoch
+from marinelife.models import head_l2_parameters, set_trainable
+from marinelife.models.bundle import WEIGHTS_FILE, ModelInfo, write_model_json
+from marinelife.models.forward import predict_probs
+from marinelife.models.precision import make_scaler
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = (
@@ -122,7 +117,7 @@ class Trainer:
         atomic_write_text(self.run_dir / "metrics.csv", buffer.getvalue())
 
     def save_best(self, metrics: dict[str, Any]) -> None:
-        from marinelife.infer.bundle import head_settings
+        from marinelife.models.bundle import head_settings
 
         save_weights(self.model.state_dict(), self.run_dir / WEIGHTS_FILE)
         info = ModelInfo(
@@ -253,6 +248,8 @@ class Trainer:
             distributed.world_size(),
         )
         optimizer = build_optimizer(trainable, config, stage.lr)
+        if distributed.is_main():
+            record_stage_plan(self.run_dir, stage, len(data.train_loader), config)
         scheduler = build_scheduler(
             optimizer,
             epochs=stage.epochs,

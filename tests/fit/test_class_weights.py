@@ -10,7 +10,7 @@ import pytest
 from marinelife.config import TrainConfig
 from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import DatasetLayout, Sample
-from marinelife.train.stage_data import StageDataBuilder
+from marinelife.fit.stage_data import StageDataBuilder
 
 COUNTS = {"a": 12, "b": 6, "c": 3, "d": 1}
 

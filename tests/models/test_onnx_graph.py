@@ -9,13 +9,13 @@ from onnx import TensorProto, helper, numpy_helper
 from timm.layers.conv2d_same import Conv2dSame
 
 from marinelife.config import TrainConfig
-from marinelife.infer.export import torch_to_onnx
-from marinelife.infer.onnx_graph import (
+from marinelife.models import build_classifier
+from marinelife.models.onnx_export import torch_to_onnx
+from marinelife.models.onnx_graph import (
     StaticSameConv2d,
     constant_same_padding,
     fold_pads_into_convs,
 )
-from marinelife.models import build_classifier
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ the tests see inside rank 1 (it writes nothing else).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -21,15 +22,14 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import free_port, toy_training_run
-from marinelife.cli import build_parser, main
+from marinelife.cli import build_parser, config_from_flags, main
 from marinelife.config import resolve_config
 from marinelife.data.synthetic import make_synthetic_dataset
 from marinelife.errors import MarineLifeError
-from marinelife.train import distributed
-from marinelife.train import feature_cache as fc
-from marinelife.train.distributed import RANK_DUMP_ENV, ShardSampler
-from marinelife.train.precision import check_amp, make_scaler
-from marinelife.train.run import config_from_flags
+from marinelife.fit import distributed
+from marinelife.fit import feature_cache as fc
+from marinelife.fit.distributed import RANK_DUMP_ENV, ShardSampler
+from marinelife.models.precision import check_amp, make_scaler
 
 # Tiny, fast and free of dropout (whose random stream differs between 1 and 2 processes).
 TINY = [
@@ -45,6 +45,7 @@ RUN_FILES = {
     "config.yaml",
     "classes.json",
     "metrics.csv",
+    "plan.json",
     "best.safetensors",
     "model.json",
     "last.ckpt",
@@ -122,6 +123,8 @@ def test_only_rank_zero_writes_one_set_of_run_files(cached_ddp):
     written = {p.name for p in run.iterdir() if p.name != "tensorboard"}
     assert written == RUN_FILES  # no second copy, no temp files left by a racing rank
     assert [row["epoch"] for row in _metrics(run)] == ["1", "2", "3"]  # each epoch once
+    plan = json.loads((run / "plan.json").read_text())  # what the report's schedule is drawn from
+    assert plan["world_size"] == 2 and plan["batch_size"] == BATCH
     # One voice: rank 1 logs no progress and prints no results.
     output = cached_ddp["output"]
     assert output.count("global batch 16 = batch_size 8 x 2 processes") == 1

@@ -7,7 +7,7 @@ import torch
 
 from marinelife import fileio
 from marinelife.errors import MarineLifeError
-from marinelife.train import checkpoint as ck
+from marinelife.fit import checkpoint as ck
 
 
 def test_failed_write_leaves_previous_weights_intact(tmp_path, monkeypatch):

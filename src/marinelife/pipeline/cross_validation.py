@@ -1,4 +1,4 @@
-"""`marinelife cv --data DIR --folds 5 --recipe NAME`: k-fold cross-validation over train+val.
+"""k-fold cross-validation over train+val (`marinelife cv`, ``ml.cv``).
 
 Folds are stratified by class and keep duplicate groups (exact and near-duplicate photos, from
 ``data.hashing.group_ids``) inside one fold, so no photo is ever tested against its own copy.
@@ -22,10 +22,12 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from marinelife.config import TrainConfig
+from marinelife.data.hashing import group_ids
 from marinelife.data.scan import DatasetLayout, Sample, scan_dataset
 from marinelife.errors import MarineLifeError
 from marinelife.evaluate import report_html as rh
 from marinelife.evaluate.metrics import classification_metrics
+from marinelife.pipeline.training import train
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +125,6 @@ def run_cv(
 
     Folds whose run folder already holds metrics are reused, so an interrupted cv continues.
     """
-    from marinelife.data.hashing import group_ids
-    from marinelife.train.run import train
-
     if not 0.0 <= inner_val < 0.5:
         raise MarineLifeError(f"--inner-val {inner_val}: must be in [0, 0.5)")
     layout = scan_dataset(Path(data).expanduser())
@@ -248,21 +247,3 @@ def write_cv_report(summary: dict[str, Any], out: Path) -> Path:
     title = f"marinelife {summary['folds']}-fold cross-validation — {summary['recipe']}"
     path.write_text(rh.page(title, [("Folds", body)]), encoding="utf-8")
     return path
-
-
-def run_cv_cli(args: Any) -> dict[str, Any]:
-    """``marinelife cv``: the recipe resolved as ``train`` does, then :func:`run_cv`."""
-    from marinelife.train.run import config_from_flags
-
-    config = config_from_flags(args)
-    out = args.runs_dir / args.name if args.name else None
-    if (
-        out is not None
-        and out.exists()
-        and not (out / "folds.csv").is_file()
-        and any(out.iterdir())
-    ):
-        raise MarineLifeError("folder exists and is not a cv folder", path=out,
-                              fix="choose another --name")  # fmt: skip
-    return run_cv(args.data, config, folds=args.folds, out_dir=out, runs_dir=args.runs_dir,
-                  inner_val=args.inner_val)  # fmt: skip

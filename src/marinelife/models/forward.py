@@ -1,0 +1,41 @@
+"""The forward loop every evaluation shares: a model over a loader → targets and probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from marinelife.logutil import progress
+from marinelife.models.precision import autocast
+
+
+@torch.inference_mode()
+def predict_probs(
+    model: torch.nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device,
+    desc: str = "eval",
+    channels_last: bool = False,
+    show_progress: bool = True,
+    amp: str = "none",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, softmax probabilities) for every sample of ``loader``, model in eval mode.
+
+    Local to this process: under DDP each rank predicts its own shard (see Trainer._validate).
+    """
+    model.eval()
+    all_targets, all_probs = [], []
+    for inputs, targets in progress(loader, total=len(loader), desc=desc, enabled=show_progress):
+        inputs = inputs.to(device)
+        if channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(inputs).float()
+        all_probs.append(torch.softmax(logits, dim=1).cpu())
+        all_targets.append(torch.as_tensor(targets).cpu())
+    if not all_probs:  # an empty shard (fewer items than ranks)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(all_targets).numpy(), torch.cat(all_probs).numpy()

@@ -1,0 +1,1 @@
+"""Orchestration: train → calibrate rejection → test → report; cross-validation; the demo."""
