@@ -194,7 +194,7 @@ def test_split_into_existing_non_empty_destination(
 def test_evaluate_bad_run_folder(
     kind: str, tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("marinelife.evaluate.run")
+    pytest.importorskip("marinelife.evaluate.evaluate_split")
     bad = make_bad(tmp_path, kind)
     capsys.readouterr()
     assert main(["evaluate", str(bad), "--data", str(dataset)]) == 2
@@ -207,7 +207,7 @@ def test_evaluate_bad_run_folder(
 def test_evaluate_bad_data_folder(
     kind: str, tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("marinelife.evaluate.run")
+    pytest.importorskip("marinelife.evaluate.evaluate_split")
     bad = make_bad(tmp_path, kind)
     capsys.readouterr()
     assert main(["evaluate", str(trained_run), "--data", str(bad)]) == 2

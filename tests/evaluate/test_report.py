@@ -18,8 +18,8 @@ from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import save_classes, scan_dataset
 from marinelife.errors import MarineLifeError
 from marinelife.evaluate.compare import compare_runs, write_outputs
+from marinelife.evaluate.evaluate_split import write_split_metrics
 from marinelife.evaluate.report import build_report, confused_pairs
-from marinelife.evaluate.run import write_split_metrics
 from marinelife.evaluate.stats import mcnemar_exact
 from marinelife.fit.schedule import record_stage_plan
 from marinelife.fit.stages import plan_stages

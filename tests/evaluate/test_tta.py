@@ -9,7 +9,7 @@ import torch
 from marinelife.data.preprocess import PreprocessConfig, preprocess_image
 from marinelife.data.scan import scan_dataset
 from marinelife.errors import MarineLifeError
-from marinelife.evaluate.run import predict_samples
+from marinelife.evaluate.evaluate_split import predict_samples
 from marinelife.evaluate.tta import TTAViews, check_tta_mode, five_crops, predict_samples_tta
 
 CONFIG = PreprocessConfig(input_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))

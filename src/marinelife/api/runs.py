@@ -63,7 +63,7 @@ class Run:
         report: bool = False,
     ) -> dict[str, Any]:
         """Metrics on ``split`` of ``data`` (default: the dataset the run was trained on)."""
-        from marinelife.evaluate.run import run_evaluate
+        from marinelife.evaluate.evaluate_split import run_evaluate
 
         return run_evaluate(self.path, self._data(data), split=split, tta=tta or "none",
                             report=report)  # fmt: skip

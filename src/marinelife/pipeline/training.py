@@ -18,13 +18,13 @@ from marinelife.config import TrainConfig, load_config, save_config
 from marinelife.data.preprocess import preprocess_config_for_model
 from marinelife.data.scan import DatasetLayout, save_classes, scan_dataset
 from marinelife.errors import MarineLifeError
-from marinelife.evaluate.report import build_report
-from marinelife.evaluate.run import (
+from marinelife.evaluate.evaluate_split import (
     evaluable_samples,
     predict_samples,
     print_summary,
     write_split_metrics,
 )
+from marinelife.evaluate.report import build_report
 from marinelife.fit import distributed, tracking
 from marinelife.fit.distributed import select_device
 from marinelife.fit.stages import plan_stages
