@@ -332,16 +332,49 @@ def to_normalised_tensor(
     return torch.from_numpy(out)
 
 
-def preprocess_image(image: Image.Image | np.ndarray, config: PreprocessConfig) -> torch.Tensor:
-    """Eval-time path: RGB → resize → denoise → centre-crop → normalise → float32 ``3xSxS``."""
+def five_crops(array: np.ndarray, size: int) -> list[np.ndarray]:
+    """Top-left, top-right, bottom-left, bottom-right and centre ``size`` crops (torchvision)."""
+    height, width = array.shape[:2]
+    corners = [(0, 0), (0, width - size), (height - size, 0), (height - size, width - size)]
+    crops = [array[y : y + size, x : x + size] for y, x in corners]
+    return [*crops, center_crop(array, size)]
+
+
+CROPS = ("center", "five")
+
+
+def preprocess_views(
+    image: Image.Image | np.ndarray, config: PreprocessConfig, *, crops: str = "center"
+) -> torch.Tensor:
+    """The eval-time path, one order for every use: RGB → resize → denoise → crop(s) →
+    normalise → float32 ``[views, 3, S, S]``.
+
+    ``crops="center"`` is the single centre crop every prediction uses; ``"five"`` adds the
+    four corners (five-crop test-time augmentation), so it needs the whole resized photo.
+    """
+    if crops not in CROPS:
+        raise ValueError(f"crops={crops!r} is not one of {CROPS}")
     rgb = as_rgb_image(image)
-    resized = resize_for_center_crop(
-        rgb, config.scale_size, config.input_size, config.interpolation
-    )
+    if crops == "center":
+        resized = resize_for_center_crop(
+            rgb, config.scale_size, config.input_size, config.interpolation
+        )
+    else:
+        resized = resize_shorter_side(rgb, config.scale_size, config.interpolation)
     array = np.asarray(resized, dtype=np.uint8)
     # Denoise before cropping so the filter sees real neighbours at the crop's edges.
     array = apply_denoise(array, config.denoise)
-    return to_normalised_tensor(center_crop(array, config.input_size), config.mean, config.std)
+    windows = (
+        [center_crop(array, config.input_size)]
+        if crops == "center"
+        else five_crops(array, config.input_size)
+    )
+    return torch.stack([to_normalised_tensor(w, config.mean, config.std) for w in windows])
+
+
+def preprocess_image(image: Image.Image | np.ndarray, config: PreprocessConfig) -> torch.Tensor:
+    """:func:`preprocess_views` with the centre crop: the float32 ``3xSxS`` network input."""
+    return preprocess_views(image, config)[0]
 
 
 def load_and_preprocess(

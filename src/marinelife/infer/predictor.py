@@ -25,6 +25,7 @@ from marinelife.errors import ImageDecodeError, MarineLifeError
 from marinelife.fileio import file_sha256
 from marinelife.infer.rejection import UNKNOWN, accept_mask, rejection_scores, validate_rejection
 from marinelife.models.bundle import ModelInfo, load_bundle, read_model_info
+from marinelife.models.forward import merge_views
 from marinelife.models.runtime import Backend, OnnxBackend, TorchBackend
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ class Predictor:
         if self.tta == "flip":
             n = len(x)
             both = self.backend(np.concatenate([x, x[..., ::-1]]))
-            return (both[:n] + both[n:]) / 2.0
+            return merge_views(np.stack([both[:n], both[n:]], axis=1))
         return self.backend(x)
 
     def predict_batch(

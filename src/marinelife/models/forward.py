@@ -39,3 +39,13 @@ def predict_probs(
     if not all_probs:  # an empty shard (fewer items than ranks)
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     return torch.cat(all_targets).numpy(), torch.cat(all_probs).numpy()
+
+
+def merge_views(logits: np.ndarray) -> np.ndarray:
+    """``[N, views, K]`` logits of test-time-augmentation views → ``[N, K]``: their mean.
+
+    The one TTA rule (evaluate ``--tta`` and ``predict --tta``): averaging logits, not
+    probabilities, keeps a logit that the rejection scores (max softmax, energy) read the same
+    way as a single view's.
+    """
+    return np.asarray(logits, dtype=np.float32).mean(axis=1)
