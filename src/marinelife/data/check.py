@@ -12,7 +12,14 @@ from pathlib import Path
 
 from marinelife.data.hashing import FileRecord, duplicate_groups
 from marinelife.data.image_io import is_image_path
-from marinelife.data.scan import EXPECTED_LAYOUT, SPLIT_ALIASES, SPLITS, is_hidden
+from marinelife.data.scan import (
+    EXPECTED_LAYOUT,
+    SPLITS,
+    check_dataset_root,
+    is_hidden,
+    list_dir,
+    split_folders,
+)
 from marinelife.errors import MarineLifeError
 
 TOO_SMALL = "too-small"
@@ -54,48 +61,6 @@ class Inventory:
     ignored: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _list_dir(folder: Path) -> list[Path]:
-    try:
-        return sorted(folder.iterdir())
-    except OSError as exc:
-        raise MarineLifeError(
-            f"cannot be read ({exc.strerror or exc})", path=folder, fix=EXPECTED_LAYOUT
-        ) from exc
-
-
-def _check_root(root: Path) -> None:
-    if not root.exists():
-        raise MarineLifeError("does not exist", path=root, fix=EXPECTED_LAYOUT)
-    if not root.is_dir():
-        raise MarineLifeError("is a file, not a folder", path=root, fix=EXPECTED_LAYOUT)
-    if not any(not is_hidden(p) for p in _list_dir(root)):
-        raise MarineLifeError("is an empty folder", path=root, fix=EXPECTED_LAYOUT)
-
-
-def _split_dirs(root: Path, subdirs: list[Path]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for sub in subdirs:
-        canonical = SPLIT_ALIASES.get(sub.name.lower())
-        if canonical is None:
-            continue
-        if canonical in found:
-            raise MarineLifeError(
-                f"has two folders for the '{canonical}' split ({found[canonical].name}, "
-                f"{sub.name})",
-                path=root,
-                fix="keep one of them",
-            )
-        found[canonical] = sub
-    others = [s.name for s in subdirs if s not in found.values()]
-    if found and others:
-        raise MarineLifeError(
-            f"mixes split folders with other folders ({', '.join(others[:3])})",
-            path=root,
-            fix=EXPECTED_LAYOUT,
-        )
-    return found
-
-
 def _collect_class(inv: Inventory, class_dir: Path, split: str) -> int:
     """Add the images under one class folder (recursively); return how many."""
     count = 0
@@ -124,12 +89,12 @@ def _collect_class(inv: Inventory, class_dir: Path, split: str) -> int:
 
 
 def _subdirs(folder: Path) -> list[Path]:
-    return [p for p in _list_dir(folder) if p.is_dir() and not is_hidden(p)]
+    return [p for p in list_dir(folder) if p.is_dir() and not is_hidden(p)]
 
 
 def _loose_images(inv: Inventory, folder: Path) -> None:
     # Other loose files (README, manifest.csv, split.csv) are normal metadata, not worth a mention.
-    for path in _list_dir(folder):
+    for path in list_dir(folder):
         if path.is_file() and is_image_path(path):
             inv.ignored.append((path, "image not inside a class folder"))
 
@@ -141,9 +106,9 @@ def discover(root: str | Path) -> Inventory:
     an empty folder, no images in class folders, split folders mixed with others).
     """
     root = Path(root).expanduser()
-    _check_root(root)
+    check_dataset_root(root)
     subdirs = _subdirs(root)
-    split_dirs = _split_dirs(root, subdirs)
+    split_dirs = split_folders(root, subdirs)
     if not split_dirs:
         inv = Inventory(root, flat=True, splits=["all"], classes=[])
         _loose_images(inv, root)

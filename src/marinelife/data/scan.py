@@ -161,13 +161,52 @@ def _class_images(class_dir: Path) -> list[Sample]:
     return [Sample(path, class_name(class_dir)) for path in find_images(class_dir)]
 
 
-def _check_root(root: Path) -> None:
+def list_dir(folder: Path) -> list[Path]:
+    """``folder``'s entries, sorted; an unreadable folder is a user error naming it."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise MarineLifeError(
+            f"cannot be read ({exc.strerror or exc})", path=folder, fix=EXPECTED_LAYOUT
+        ) from exc
+
+
+def check_dataset_root(root: Path) -> None:
+    """A dataset root must exist, be a folder and hold something visible."""
     if not root.exists():
         raise MarineLifeError("does not exist", path=root, fix=EXPECTED_LAYOUT)
     if not root.is_dir():
         raise MarineLifeError("is a file, not a folder", path=root, fix=EXPECTED_LAYOUT)
-    if not any(not is_hidden(p) for p in root.iterdir()):
+    if not any(not is_hidden(p) for p in list_dir(root)):
         raise MarineLifeError("is an empty folder", path=root, fix=EXPECTED_LAYOUT)
+
+
+def split_folders(root: Path, subdirs: list[Path]) -> dict[str, Path]:
+    """``{train,val,test}`` → their folders (aliases such as ``valid`` accepted); {} when flat.
+
+    Two folders for one split, or split folders mixed with others, are refused.
+    """
+    found: dict[str, Path] = {}
+    for sub in subdirs:
+        canonical = SPLIT_ALIASES.get(sub.name.lower())
+        if canonical is None:
+            continue
+        if canonical in found:
+            raise MarineLifeError(
+                f"has two folders for the '{canonical}' split ({found[canonical].name}, "
+                f"{sub.name})",
+                path=root,
+                fix="keep one of them",
+            )
+        found[canonical] = sub
+    others = [s.name for s in subdirs if s not in found.values()]
+    if found and others:
+        raise MarineLifeError(
+            f"mixes split folders with other folders ({', '.join(others[:3])})",
+            path=root,
+            fix=EXPECTED_LAYOUT,
+        )
+    return found
 
 
 def scan_dataset(root: str | Path) -> DatasetLayout:
@@ -186,29 +225,10 @@ def scan_dataset(root: str | Path) -> DatasetLayout:
 
 def _scan_dataset(root: str | Path) -> DatasetLayout:
     root = Path(root).expanduser()
-    _check_root(root)
+    check_dataset_root(root)
     subdirs = visible_subdirs(root)
-    split_dirs: dict[str, Path] = {}
-    for sub in subdirs:
-        canonical = SPLIT_ALIASES.get(sub.name.lower())
-        if canonical is None:
-            continue
-        if canonical in split_dirs:
-            raise MarineLifeError(
-                f"has two folders for the '{canonical}' split ({split_dirs[canonical].name}, "
-                f"{sub.name})",
-                path=root,
-                fix="keep one of them",
-            )
-        split_dirs[canonical] = sub
+    split_dirs = split_folders(root, subdirs)
     if split_dirs:
-        others = [s.name for s in subdirs if s not in split_dirs.values()]
-        if others:
-            raise MarineLifeError(
-                f"mixes split folders with other folders ({', '.join(others[:3])})",
-                path=root,
-                fix=EXPECTED_LAYOUT,
-            )
         return _scan_split_layout(root, split_dirs)
     return _scan_flat_layout(root, subdirs)
 
