@@ -1,9 +1,9 @@
 """Multi-process training under torchrun (DDP over gloo on CPU), sharding, device and AMP flags.
 
-The torchrun tests launch the real CLI exactly as a user would
-(``python -m torch.distributed.run --nproc_per_node=2 -m marinelife train ...``). Each rank writes
-the SHA-256 of its weights after every stage when MARINELIFE_TEST_RANK_DUMP is set, which is how
-the tests see inside rank 1 (it writes nothing else).
+The torchrun tests launch the real CLI as a user would (``python -m torch.distributed.run
+--nproc_per_node=2 ...`` running ``marinelife.cli.main("train", ...)``) through a child script that
+also makes each rank write the SHA-256 of its weights after every stage: that is how the tests see
+inside rank 1 (it writes nothing else), with no test hook in the library.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from marinelife.data.synthetic import make_synthetic_dataset
 from marinelife.errors import MarineLifeError
 from marinelife.fit import distributed
 from marinelife.fit import feature_cache as fc
-from marinelife.fit.distributed import RANK_DUMP_ENV, ShardSampler
+from marinelife.fit.distributed import ShardSampler
 from marinelife.models.precision import check_amp, make_scaler
 
 # Tiny, fast and free of dropout (whose random stream differs between 1 and 2 processes).
@@ -59,21 +59,50 @@ def _sets(pairs: list[str]) -> list[str]:
     return [arg for pair in pairs for arg in ("--set", pair)]
 
 
+# `marinelife train` with one addition: after every stage (before restore-best) each rank writes
+# the SHA-256 of its weights to $DDP_DUMP, so a test can prove DDP kept the ranks identical.
+CHILD = """
+import hashlib, os, sys
+from pathlib import Path
+import marinelife.fit.trainer as trainer_mod
+from marinelife.fit import distributed
+
+real_run_stage = trainer_mod.Trainer._run_stage
+
+def run_stage(self, stage, resume):
+    real_run_stage(self, stage, resume)
+    digest = hashlib.sha256()
+    for name, param in sorted(self.model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+    folder = Path(os.environ["DDP_DUMP"])
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = f"stage{self.state.stage_index}.rank{distributed.rank()}.sha256"
+    (folder / tag).write_text(digest.hexdigest())
+
+trainer_mod.Trainer._run_stage = run_stage
+from marinelife.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def _torchrun(args: list[str], *, cache: Path, dump: Path, timeout: int = 300) -> str:
     """Run ``marinelife train ARGS`` on 2 CPU processes; return its output (asserts success)."""
+    child = dump.parent / "ddp_child.py"
+    child.parent.mkdir(parents=True, exist_ok=True)
+    child.write_text(CHILD)
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
         f"--master_port={free_port()}",
-        "-m",
-        "marinelife",
+        str(child),
         "train",
         *args,
     ]
     env = {k: v for k, v in os.environ.items() if k != "MARINELIFE_QUIET"}
-    env.update({"MARINELIFE_CACHE": str(cache), RANK_DUMP_ENV: str(dump), "OMP_NUM_THREADS": "1"})
+    env.update({"MARINELIFE_CACHE": str(cache), "DDP_DUMP": str(dump), "OMP_NUM_THREADS": "1"})
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result.stdout + result.stderr

@@ -9,7 +9,6 @@ ranks log warnings only (prefixed with their rank) and show no progress bars.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -27,9 +26,6 @@ from marinelife.logutil import LOGGER_NAME
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Test hook: when set to a folder, each rank writes the SHA-256 of its weights there after every
-# stage (before restore-best), so a test can prove that DDP kept every rank's weights identical.
-RANK_DUMP_ENV = "MARINELIFE_TEST_RANK_DUMP"
 
 
 # --------------------------------------------------------------------------- who am I
@@ -332,16 +328,3 @@ def node_writes_cache(probe_dir: Path) -> bool:
     if is_main():
         probe.unlink(missing_ok=True)
     return is_main() or (local_rank() == 0 and not sees_main)
-
-
-def dump_weights_checksum(module: torch.nn.Module, tag: str) -> None:
-    """The test hook behind :data:`RANK_DUMP_ENV` (does nothing unless it is set)."""
-    folder = os.environ.get(RANK_DUMP_ENV)
-    if not folder:
-        return
-    digest = hashlib.sha256()
-    for name, param in sorted(module.named_parameters()):
-        digest.update(name.encode())
-        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    (Path(folder) / f"{tag}.rank{rank()}.sha256").write_text(digest.hexdigest())

@@ -201,7 +201,6 @@ class Trainer:
                 st.stage_index, st.epoch, st.bad_epochs = index, 0, 0
             self._run_stage(stage, resume if resuming else None)
             resume = None
-            distributed.dump_weights_checksum(self.model, f"stage{index}")
             self.restore_best()
             st.stage_index, st.epoch = index + 1, 0
         if distributed.is_main():
