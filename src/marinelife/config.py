@@ -356,11 +356,8 @@ def resolve_config(
     *,
     where: str = "command line",
 ) -> TrainConfig:
-    """Defaults ← recipe YAML ← ``extra`` (CLI flags, API keywords) ← ``--set`` overrides.
-
-    ``extra`` is checked exactly like ``--set`` (types, ranges, unknown keys with the closest
-    valid one); ``where`` names it in errors.
-    """
+    """Defaults ← recipe YAML ← ``extra`` (CLI flags, API keywords; checked exactly like
+    ``--set``, named ``where`` in errors) ← ``--set`` overrides."""
     config = TrainConfig()
     if recipe:
         name, data = load_recipe_data(recipe)
