@@ -131,3 +131,43 @@ def test_finetune_stage_trains_on_boundary_cache(tiny_dataset, tmp_path, monkeyp
     inputs, _ = next(iter(data.train_loader))
     assert inputs.dim() == 4  # activations, not images or pooled features
     assert data.module(inputs).shape == (inputs.shape[0], 4)
+
+
+def test_head_stage_fills_both_caches_in_one_frozen_pass(tiny_dataset, tmp_path, monkeypatch):
+    """With a fine-tune stage ahead, the head stage's build also writes the boundary cache:
+    the same entries (keys, values) a separate build gives, and the frozen part runs once."""
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    trainer = _trainer(tiny_dataset, tmp_path)
+    head, finetune = plan_stages(trainer.config)
+
+    trainer.data.stage_data(head)
+    stats = trainer.data.cache_stats
+    assert stats["features train"]["one_pass"] and stats["boundary train"]["one_pass"]
+    assert len(list(fc.cache_dir().iterdir())) == 4  # features + boundary, train + val
+    joint = trainer.data.stage_data(finetune)
+    assert trainer.data.cache_stats["boundary train"]["hit"] is True  # nothing rebuilt
+
+    head_data = trainer.data.stage_data(head)  # a cache hit now
+    assert trainer.data.cache_stats["features train"]["hit"] is True
+
+    # Separate builds (into a fresh cache) give the same values as the one-pass entries.
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache-separate"))
+    split = trainer.data._boundary_split(finetune)
+    samples = trainer.data.train_samples
+    acts = trainer.data.features(
+        samples, views=1, desc="sep", extract_fn=split.bottom,
+        item_shape=split.activation_shape, part_sha=split.bottom_sha256(),
+    )  # fmt: skip
+    feats = trainer.data.features(samples, views=1, desc="f")
+    assert np.allclose(np.asarray(joint.train_loader.dataset.features), acts, atol=1e-4)
+    assert np.allclose(np.asarray(head_data.train_loader.dataset.features), feats, atol=1e-4)
+
+
+def test_one_pass_is_skipped_when_an_entry_exists(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    trainer = _trainer(tiny_dataset, tmp_path)
+    head, _ = plan_stages(trainer.config)
+    trainer.data.features(trainer.data.train_samples, views=1, desc="features train")
+    trainer.data.stage_data(head)  # the pooled entry is there: no joint build for train
+    assert "one_pass" not in trainer.data.cache_stats["features train"]
+    assert trainer.data.cache_stats["features val"]["one_pass"]

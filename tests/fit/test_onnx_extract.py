@@ -113,7 +113,11 @@ def test_one_export_serves_a_stages_train_and_val_builds(tiny_dataset, tmp_path,
 
     monkeypatch.setattr("marinelife.fit.stage_data.onnx_extract", counting)
     head, finetune = plan_stages(trainer.config)[:2]
-    trainer.data.stage_data(head)  # features train + features val
+    trainer.data.stage_data(head)  # features + boundary, train and val, in one pass each
     assert len(exports) == 1
+    trainer.data.stage_data(finetune)  # cache hits: nothing to export
+    assert len(exports) == 1
+    # Built on demand (no head stage before it), the boundary cache also exports once.
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache-2"))
     trainer.data.stage_data(finetune)  # boundary train + boundary val
     assert len(exports) == 2

@@ -32,10 +32,14 @@ class TopModel(nn.Module):
         self.head = head
         self._finish = finish
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Boundary activations → the backbone's pooled features (what the head sees)."""
         for block in self.blocks:
             x = block(x)
-        return self.head(self._finish(x))
+        return self._finish(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(x))
 
 
 class BackboneSplit:
@@ -46,6 +50,7 @@ class BackboneSplit:
         self.top = top
         self.bottom_modules = bottom_modules
         self.activation_shape: tuple[int, ...] = ()
+        self.megabytes = 0.0  # of the boundary cache for the run's training and val views
 
     def bottom_sha256(self) -> str:
         """Hash of the frozen part's weights and statistics: part of the cache key."""
@@ -129,4 +134,22 @@ def split_for_finetune(model: Classifier, fraction: float, input_size: int) -> B
             return None
     finally:
         model.train(was_training)
+    return split
+
+
+def split_within_budget(
+    model: Classifier, fraction: float, input_size: int, *, items: int, budget_mb: float
+) -> BackboneSplit | None:
+    """:func:`split_for_finetune`, or None when ``items`` activations exceed ``budget_mb``."""
+    split = split_for_finetune(model, fraction, input_size)
+    if split is None:
+        return None
+    split.megabytes = items * math.prod(split.activation_shape) * 4 / 2**20
+    if split.megabytes > budget_mb:
+        log.info(
+            "boundary cache would need %.0f MB (> boundary_cache_mb=%d); full forward pass",
+            split.megabytes,
+            budget_mb,
+        )
+        return None
     return split

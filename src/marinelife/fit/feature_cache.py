@@ -154,15 +154,44 @@ def build_features(
     desc: str,
     writer: bool = True,
 ) -> np.ndarray:
-    """Compute ``[N, views + 1, *item_shape]`` float32 outputs into ``folder``, then commit.
+    """Compute ``[N, views + 1, *item_shape]`` float32 outputs into ``folder``, then commit."""
+    [features] = build_feature_sets(
+        samples=samples, hashes=hashes, extract=extract, outputs=[(folder, item_shape)],
+        eval_transform=eval_transform, train_transform=train_transform, views=views, seed=seed,
+        batch_size=batch_size, workers=workers, draft=draft, desc=desc, writer=writer,
+    )  # fmt: skip
+    return features
 
-    Under DDP the work is sharded: at each step every rank extracts its own batch of (image, view)
-    items, the batches are all-gathered, and the ``writer`` ranks (one per filesystem) store them.
-    No rank needs to see another's files; the others wait at a barrier, then memory-map the entry.
+
+def build_feature_sets(
+    *,
+    samples: Sequence[Sample],
+    hashes: Sequence[str],
+    extract: Callable[[torch.Tensor], torch.Tensor],
+    outputs: Sequence[tuple[Path, tuple[int, ...]]],
+    eval_transform: Callable,
+    train_transform: Callable | None,
+    views: int,
+    seed: int,
+    batch_size: int,
+    workers: int,
+    draft: tuple[int, int] | None,
+    desc: str,
+    writer: bool = True,
+) -> list[np.ndarray]:
+    """One pass over every (image, view) item that fills one cache entry per ``outputs`` item.
+
+    ``extract`` returns ``[B, *item_shape]`` for a single output, else ``[B, sum of item sizes]``
+    (each output's flattened values side by side, in order), so the frozen part runs once per
+    view however many entries it feeds. Under DDP the work is sharded: at each step every rank
+    extracts its own batch of items, the batches are all-gathered, and the ``writer`` ranks (one
+    per filesystem) store them. No rank needs to see another's files; the others wait at a
+    barrier, then memory-map the entries.
     """
     rank, world = distributed.rank(), distributed.world_size()
-    shape = (len(samples), views + 1, *item_shape)
-    total = shape[0] * shape[1]
+    sizes = [math.prod(shape) for _, shape in outputs]
+    item_shape = outputs[0][1] if len(outputs) == 1 else (sum(sizes),)
+    total = len(samples) * (views + 1)
     steps = math.ceil(total / (batch_size * world))
     mine = [i for s in range(steps) for i in _rank_slice(s, rank, batch_size, world, total)]
     dataset = _ViewDataset(samples, hashes, eval_transform, train_transform, views, seed, draft)
@@ -175,11 +204,17 @@ def build_features(
         collate_fn=_collate,
         shuffle=False,
     )
-    tmp_path = folder / f".features.{socket.gethostname()}.{os.getpid()}.npy"
-    out = None
+    tmp_name = f".features.{socket.gethostname()}.{os.getpid()}.npy"
+    outs = []
     if writer:
-        folder.mkdir(parents=True, exist_ok=True)
-        out = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.float32, shape=shape)
+        for folder, shape in outputs:
+            folder.mkdir(parents=True, exist_ok=True)
+            outs.append(
+                np.lib.format.open_memmap(
+                    folder / tmp_name, mode="w+", dtype=np.float32,
+                    shape=(len(samples), views + 1, *shape),
+                )
+            )  # fmt: skip
     batches = iter(loader)
     for step in progress(range(steps), total=steps, desc=desc):
         feats = None
@@ -187,21 +222,41 @@ def build_features(
             inputs, _ = next(batches)
             feats = extract(inputs).float()
         blocks = distributed.gather_rows(feats, batch_size, item_shape)
-        if out is None:
+        if not outs:
             continue
         for r, block in enumerate(blocks):
             items = _rank_slice(step, r, batch_size, world, total)
             rows, cols = np.divmod(np.arange(items.start, items.stop), views + 1)
-            out[rows, cols] = block[: len(items)].cpu().numpy()
-    data_path = folder / "features.npy"
-    if out is not None:
+            values = block[: len(items)].cpu().numpy()
+            if len(outputs) == 1:
+                outs[0][rows, cols] = values
+                continue
+            offset = 0
+            for out, size, (_, shape) in zip(outs, sizes, outputs):
+                out[rows, cols] = values[:, offset : offset + size].reshape(-1, *shape)
+                offset += size
+    for out, (folder, shape) in zip(outs, outputs):
         out.flush()
         del out
-        os.replace(tmp_path, data_path)
-        meta = {"shape": list(shape), "sha256": _checksum(data_path), "format": CACHE_FORMAT}
+        data_path = folder / "features.npy"
+        os.replace(folder / tmp_name, data_path)
+        meta = {
+            "shape": [len(samples), views + 1, *shape],
+            "sha256": _checksum(data_path),
+            "format": CACHE_FORMAT,
+        }
         atomic_write_text(folder / "meta.json", json.dumps(meta))
-    distributed.barrier()  # the entry is complete before anyone reads it
-    return np.load(data_path, mmap_mode="r")
+    outs.clear()
+    distributed.barrier()  # the entries are complete before anyone reads them
+    return [np.load(folder / "features.npy", mmap_mode="r") for folder, _ in outputs]
+
+
+def cache_entry_missing(key: str, shape: tuple[int, ...]) -> bool:
+    """True when ``key`` has no intact entry on some machine (so it must be built)."""
+    folder = cache_dir() / key
+    checker = distributed.local_rank() == 0
+    intact = load_entry(folder, shape) is not None if checker else True
+    return not distributed.all_true(intact)
 
 
 def cached_features(

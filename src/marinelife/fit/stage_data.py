@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -24,9 +23,9 @@ from marinelife.data.transforms import build_eval_transform, build_train_transfo
 from marinelife.fileio import file_sha256
 from marinelife.fit import distributed
 from marinelife.fit import feature_cache as fc
-from marinelife.fit.boundary_cache import split_for_finetune
+from marinelife.fit.boundary_cache import split_within_budget
 from marinelife.fit.onnx_extract import onnx_extract
-from marinelife.fit.stages import Stage
+from marinelife.fit.stages import Stage, plan_stages
 from marinelife.models import Classifier, frozen_batchnorm_eval
 from marinelife.models.precision import autocast
 
@@ -181,10 +180,33 @@ class StageDataBuilder:
 
         ``engine``: a holder for the chosen forward pass, shared by the calls of one stage over
         the same frozen part so that train and val builds export it once."""
+        hashes = self._hashes_for(samples)
+        key = self._cache_key(hashes, views, part_sha)
+        extract_fn = extract_fn or self.model.forward_features_pooled
+        item_shape = item_shape or (self.model.num_features,)
+        shape = (len(samples), views + 1, *item_shape)
+        extract = self._extractor(extract_fn, engine)
+        start = time.perf_counter()
+        features, hit = fc.cached_features(
+            key,
+            shape,
+            lambda folder, writer: fc.build_features(
+                samples=samples, hashes=hashes, extract=extract, item_shape=item_shape,
+                folder=folder, desc=desc, writer=writer, **self._build_options(shape, views),
+            ),
+        )  # fmt: skip
+        self.cache_stats[desc] = {
+            "hit": hit,
+            "seconds": round(time.perf_counter() - start, 2),
+            "shape": list(shape),
+        }
+        return features
+
+    def _cache_key(self, hashes: list[str], views: int, part_sha: str | None) -> str:
+        """Pooled features (``part_sha`` None) or activations below a boundary of that hash."""
         backbone = self.model.backbone
         weights_sha = part_sha or getattr(backbone, "marinelife_weights", {}).get("sha256", "")
-        hashes = self._hashes_for(samples)
-        key = fc.cache_key(
+        return fc.cache_key(
             image_hashes=hashes,
             backbone=self.config.architecture + ("" if part_sha is None else ":boundary"),
             weights_sha=weights_sha,
@@ -194,13 +216,24 @@ class StageDataBuilder:
             seed=self.config.seed,
             precision=self.config.amp,
         )
-        extract_fn = extract_fn or self.model.forward_features_pooled
-        item_shape = item_shape or (self.model.num_features,)
-        shape = (len(samples), views + 1, *item_shape)
+
+    def _build_options(self, shape: tuple[int, ...], views: int) -> dict[str, Any]:
+        return {
+            "eval_transform": self.eval_transform,
+            "train_transform": self.train_transform,
+            "views": views,
+            "seed": self.config.seed,
+            "batch_size": max(32, self.config.batch_size),
+            "workers": auto_workers(self.config, shape[0] * shape[1]),
+            "draft": self.draft,
+        }
+
+    def _extractor(self, extract_fn: Callable, engine: list | None) -> Callable:
+        """The frozen pass for a cache build: ONNX Runtime when it matches, else eager."""
         self.model.eval()
         channels_last = self.config.channels_last
         if channels_last:
-            backbone.to(memory_format=torch.channels_last)
+            self.model.backbone.to(memory_format=torch.channels_last)
 
         @torch.inference_mode()
         def extract_eager(inputs: torch.Tensor) -> torch.Tensor:
@@ -217,33 +250,7 @@ class StageDataBuilder:
                 engine.append(self._onnx_extract(extract_fn) or extract_eager)
             return engine[0](inputs)
 
-        start = time.perf_counter()
-        features, hit = fc.cached_features(
-            key,
-            shape,
-            lambda folder, writer: fc.build_features(
-                samples=samples,
-                hashes=hashes,
-                extract=extract,
-                item_shape=item_shape,
-                eval_transform=self.eval_transform,
-                train_transform=self.train_transform,
-                views=views,
-                seed=self.config.seed,
-                folder=folder,
-                batch_size=max(32, self.config.batch_size),
-                workers=auto_workers(self.config, shape[0] * shape[1]),
-                draft=self.draft,
-                desc=desc,
-                writer=writer,
-            ),
-        )
-        self.cache_stats[desc] = {
-            "hit": hit,
-            "seconds": round(time.perf_counter() - start, 2),
-            "shape": list(shape),
-        }
-        return features
+        return extract
 
     def _onnx_extract(self, extract_fn: Callable) -> Callable | None:
         """ONNX Runtime for the frozen pass on a CPU in fp32 (``feature_engine=auto``)."""
@@ -288,27 +295,84 @@ class StageDataBuilder:
 
     def _head_stage_data(self) -> StageData:
         engine: list = []  # one export for both builds
-        train_feats = self.features(
-            self.train_samples, views=self._views(), desc="features train", engine=engine
-        )
-        val_feats = self.features(self.val_samples, views=0, desc="features val", engine=engine)
-        return self._cached_data(self.model.head, train_feats, val_feats)
+        joint_engine: list = []  # likewise for the one-pass builds of features + boundary
+        later = self._planned_boundary_split()
+        features = []
+        for samples, views, split_name in (
+            (self.train_samples, self._views(), "train"),
+            (self.val_samples, 0, "val"),
+        ):
+            both = (
+                self._features_and_boundary(samples, views, split_name, later, joint_engine)
+                if later
+                else None
+            )
+            features.append(
+                both
+                if both is not None
+                else self.features(
+                    samples, views=views, desc=f"features {split_name}", engine=engine
+                )  # fmt: skip
+            )
+        return self._cached_data(self.model.head, *features)
+
+    def _planned_boundary_split(self):
+        """The fine-tune stage's verified split, when a later stage will use a boundary cache."""
+        later = [s for s in plan_stages(self.config) if 0.0 < s.backbone_fraction < 1.0]
+        return self._boundary_split(later[0]) if later and self.config.feature_cache else None
+
+    def _features_and_boundary(self, samples, views: int, split_name: str, split, engine: list):
+        """Pooled features and boundary activations in one frozen pass, when both are missing.
+
+        The frozen part then runs once per view instead of twice (once per cache). Each entry
+        keeps its own key and checksum, so the fine-tune stage later finds its boundary cache
+        exactly as if it had built it. Returns None when either entry already exists.
+        """
+        hashes = self._hashes_for(samples)
+        pooled = (self.model.num_features,)
+        entries = [
+            (self._cache_key(hashes, views, None), pooled),
+            (self._cache_key(hashes, views, split.bottom_sha256()), split.activation_shape),
+        ]
+        rows = (len(samples), views + 1)
+        if not all(fc.cache_entry_missing(key, (*rows, *shape)) for key, shape in entries):
+            return None
+
+        def both(x: torch.Tensor) -> torch.Tensor:
+            acts = split.bottom(x)
+            return torch.cat([split.top.pooled(acts), acts.flatten(1)], dim=1)
+
+        start = time.perf_counter()
+        folders = [(fc.cache_dir() / key, shape) for key, shape in entries]
+        writer = distributed.node_writes_cache(fc.cache_dir())
+        if writer:  # as cached_features does: a damaged entry's meta.json goes first
+            for folder, _ in folders:
+                (folder / "meta.json").unlink(missing_ok=True)
+        features, _ = fc.build_feature_sets(
+            samples=samples, hashes=hashes, extract=self._extractor(both, engine), outputs=folders,
+            desc=f"features + boundary {split_name}", writer=writer,
+            **self._build_options(rows, views),
+        )  # fmt: skip
+        seconds = round(time.perf_counter() - start, 2)
+        for desc, (_, shape) in zip(("features", "boundary"), entries):
+            self.cache_stats[f"{desc} {split_name}"] = {
+                "hit": False, "seconds": seconds, "shape": [*rows, *shape], "one_pass": True,
+            }  # fmt: skip
+        return features
+
+    def _boundary_split(self, stage: Stage):
+        """The verified split at ``stage``'s freeze boundary within the memory budget, or None."""
+        n_items = len(self.train_samples) * (self._views() + 1) + len(self.val_samples)
+        return split_within_budget(
+            self.model, stage.backbone_fraction, self.preprocess.input_size,
+            items=n_items, budget_mb=self.config.boundary_cache_mb,
+        )  # fmt: skip
 
     def _boundary_stage_data(self, stage: Stage) -> StageData | None:
-        size = self.preprocess.input_size
-        split = split_for_finetune(self.model, stage.backbone_fraction, size)
+        split = self._boundary_split(stage)
         if split is None:
             return None
-        item_shape = split.activation_shape
-        n_items = len(self.train_samples) * (self._views() + 1) + len(self.val_samples)
-        needed_mb = n_items * math.prod(item_shape) * 4 / 2**20
-        if needed_mb > self.config.boundary_cache_mb:
-            log.info(
-                "boundary cache would need %.0f MB (> boundary_cache_mb=%d); full forward pass",
-                needed_mb,
-                self.config.boundary_cache_mb,
-            )
-            return None
+        item_shape, needed_mb = split.activation_shape, split.megabytes
         sha = split.bottom_sha256()
         common = {"extract_fn": split.bottom, "item_shape": item_shape, "part_sha": sha}
         common["engine"] = []  # one export for both builds
