@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 from marinelife.errors import MarineLifeError
 from marinelife.models import backbones, create_backbone, state_dict_sha256
-from marinelife.models.backbones import _hub_reachable, backbone_blocks
+from marinelife.models.backbones import _hub_reachable
+from marinelife.models.blocks import backbone_blocks
 
 ARCH = "resnet18"
 

@@ -1,13 +1,13 @@
 """timm backbones, classification heads and pretrained-weight resolution (offline included)."""
 
 from marinelife.models.backbones import (
-    backbone_blocks,
     check_architecture,
     create_backbone,
     load_backbone_state,
     read_weights_file,
     state_dict_sha256,
 )
+from marinelife.models.blocks import backbone_blocks
 from marinelife.models.classifier import (
     Classifier,
     build_classifier,

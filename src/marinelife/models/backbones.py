@@ -71,8 +71,25 @@ def check_architecture(architecture: str) -> None:
             ) from exc
 
 
-def _new_model(architecture: str, drop_rate: float) -> nn.Module:
+def _size_kwargs(architecture: str, input_size: int | None) -> dict[str, int]:
+    """``img_size`` for models built for one input size (ViTs) when the run uses another.
+
+    Their position embeddings are sized at construction; timm resamples pretrained ones to it.
+    Models that take any size (CNNs) get nothing, so their behaviour never changes.
+    """
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(architecture) if input_size else None
+    if cfg is None or not getattr(cfg, "fixed_input_size", False):
+        return {}
+    return (
+        {} if tuple(cfg.input_size[-2:]) == (input_size, input_size) else {"img_size": input_size}
+    )
+
+
+def _new_model(architecture: str, drop_rate: float, input_size: int | None = None) -> nn.Module:
     kwargs = {"drop_rate": drop_rate} if drop_rate else {}
+    kwargs.update(_size_kwargs(architecture, input_size))
     return timm.create_model(architecture, pretrained=False, num_classes=0, **kwargs)
 
 
@@ -255,7 +272,9 @@ def _timm_cached_file(cfg: object) -> str | None:
     return None
 
 
-def _from_timm_hub(architecture: str, drop_rate: float) -> tuple[nn.Module, str, str | None] | str:
+def _from_timm_hub(
+    architecture: str, drop_rate: float, input_size: int | None = None
+) -> tuple[nn.Module, str, str | None] | str:
     """(model, source, path) from timm's weights, or why they are unavailable."""
     from huggingface_hub import constants
     from timm.models import get_pretrained_cfg
@@ -264,6 +283,7 @@ def _from_timm_hub(architecture: str, drop_rate: float) -> tuple[nn.Module, str,
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         return "timm has no pretrained weights for it"
     kwargs = {"num_classes": 0, **({"drop_rate": drop_rate} if drop_rate else {})}
+    kwargs.update(_size_kwargs(architecture, input_size))
     try:
         cached = _timm_cached_file(cfg)
         if cached:
@@ -292,21 +312,25 @@ def create_backbone(
     pretrained: bool,
     weights: str | Path | None = None,
     drop_rate: float = 0.0,
+    input_size: int | None = None,
 ) -> nn.Module:
-    """A timm model returning pooled features (``num_classes=0``), weights resolved as above."""
+    """A timm model returning pooled features (``num_classes=0``), weights resolved as above.
+
+    ``input_size`` matters only for models built for one size (ViTs): see :func:`_size_kwargs`.
+    """
     check_architecture(architecture)
     if not pretrained:
         if weights is not None:
             logger.info("%s: pretrained disabled, ignoring weights file %s", architecture, weights)
-        return _tag(_new_model(architecture, drop_rate), "random", None)
+        return _tag(_new_model(architecture, drop_rate, input_size), "random", None)
     if weights is not None:
         path = Path(weights).expanduser()
         state = read_weights_file(path)
-        model = _new_model(architecture, drop_rate)
+        model = _new_model(architecture, drop_rate, input_size)
         load_backbone_state(model, state, where=path, architecture=architecture)
         logger.info("%s: weights from file %s", architecture, path)
         return _tag(model, "file", path)
-    found = _from_timm_hub(architecture, drop_rate)
+    found = _from_timm_hub(architecture, drop_rate, input_size)
     if isinstance(found, str):
         logger.info("%s: %s", architecture, found)
     else:
@@ -332,49 +356,3 @@ def create_backbone(
             "tf_efficientnet_lite0/1/2), or --no-pretrained for random init"
         ),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# structure
-
-
-def _is_container(module: nn.Module) -> bool:
-    return isinstance(module, nn.Sequential | nn.ModuleList)
-
-
-def _has_params(module: nn.Module) -> bool:
-    return next(module.parameters(), None) is not None
-
-
-def _expand(module: nn.Module) -> list[nn.Module]:
-    """Containers and stage-like modules (with a ``blocks`` container) opened into their parts."""
-    blocks = getattr(module, "blocks", None)
-    stage_like = isinstance(blocks, nn.Module) and _is_container(blocks) and len(blocks) > 1
-    if not (_is_container(module) or stage_like):
-        return [module] if _has_params(module) else []
-    return [leaf for part in module.children() for leaf in _expand(part)]
-
-
-def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:
-    """The backbone's blocks in forward order, input side first; fine-tuning unfreezes a suffix.
-
-    * EfficientNet/MobileNet (timm ``EfficientNet``, ``MobileNetV3``): ``[conv_stem+bn1,
-      blocks[0][0], ..., blocks[-1][-1], conv_head+bn2]`` (groups are ``nn.ModuleList``).
-    * ResNet family: ``[conv1+bn1, each block of layer1..layer4]``.
-    * Others: top-level children with parameters, containers (``blocks``, ``stages`` ...) opened.
-
-    Parameters held directly by the backbone (ViT ``cls_token``/``pos_embed``) are in no block;
-    :func:`marinelife.models.classifier.set_trainable` trains them only at fraction 1.0.
-    """
-    names = dict(backbone.named_children())
-    if {"conv_stem", "blocks", "conv_head"} <= names.keys():
-        stem = nn.ModuleList(m for m in (backbone.conv_stem, names.get("bn1")) if m is not None)
-        tail = [names.get(n) for n in ("conv_head", "bn2", "norm_head")]
-        top = nn.ModuleList(m for m in tail if m is not None and _has_params(m))
-        inner = [block for stage in backbone.blocks for block in _expand(stage)]
-        return [stem, *inner, top]
-    if {"conv1", "layer1", "layer4"} <= names.keys():
-        stem = nn.ModuleList(m for m in (backbone.conv1, names.get("bn1")) if m is not None)
-        layers = [names[n] for n in ("layer1", "layer2", "layer3", "layer4")]
-        return [stem, *(block for layer in layers for block in _expand(layer))]
-    return [leaf for child in backbone.children() for leaf in _expand(child)]

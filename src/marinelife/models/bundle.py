@@ -72,6 +72,7 @@ class ModelInfo:
         config = TrainConfig(architecture=self.architecture, pretrained=False)
         for key in _HEAD_KEYS:
             setattr(config, key, self.head[key])
+        config.input_size = self.preprocess.input_size  # ViTs are built for one size
         return config
 
 
@@ -184,10 +185,29 @@ def find_model_json(model: Path) -> Path:
 
 def read_model_info(model: Path) -> tuple[ModelInfo, Path]:
     path = find_model_json(model)
+    fix = (
+        "copy model.json again from the run folder it came from (or re-export it: "
+        "`marinelife export RUN`); the file is plain JSON written by `marinelife train`"
+    )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
-        raise MarineLifeError(f"unreadable model.json ({exc})", path=path) from exc
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise MarineLifeError("model.json is not UTF-8 text", path=path, fix=fix) from exc
+    except OSError as exc:
+        raise MarineLifeError(f"cannot read model.json ({exc.strerror or exc})", path=path) from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # "Expecting ',' delimiter: line 30 column 1" means little; say what probably happened.
+        ended = exc.pos >= len(text.rstrip())
+        what = "ends in the middle (truncated?)" if ended else "is not valid JSON"
+        raise MarineLifeError(
+            f"model.json {what}: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+            path=path,
+            fix=fix,
+        ) from exc
+    except (ValueError, RecursionError) as exc:  # deep nesting: RecursionError
+        raise MarineLifeError(f"unreadable model.json ({exc})", path=path, fix=fix) from exc
     return parse_model_json(data, path), path.parent
 
 
@@ -212,6 +232,14 @@ def load_bundle(model: Path):
     network = build_classifier(info.model_config(), len(info.classes), pretrained=False)
     weights_path = folder / info.weights
     state = load_weights(weights_path)
+    mismatch = _class_count_mismatch(state, len(info.classes))
+    if mismatch is not None:
+        raise MarineLifeError(
+            f"the weights have {mismatch} output classes, model.json lists {len(info.classes)}",
+            path=weights_path,
+            fix="keep model.json and the weights of the same run together (classes.json and "
+            "model.json in the run folder name the classes the run was trained on)",
+        )
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -220,3 +248,16 @@ def load_bundle(model: Path):
         ) from exc
     network.eval()
     return network, info
+
+
+def _class_count_mismatch(state: dict[str, Any], classes: int) -> int | None:
+    """The weights' class count when it differs from ``classes``: the last layer's rows.
+
+    The classifier's final layer is the last 2-D weight in the state dict (heads end in a
+    Linear); its first dimension is the number of classes the weights were trained for.
+    """
+    last = [v for k, v in state.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2]
+    if not last:
+        return None
+    rows = int(last[-1].shape[0])
+    return rows if rows != classes else None

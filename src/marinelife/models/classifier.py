@@ -25,7 +25,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from marinelife.config import TrainConfig
 from marinelife.errors import MarineLifeError
-from marinelife.models.backbones import backbone_blocks, create_backbone
+from marinelife.models.backbones import create_backbone
+from marinelife.models.blocks import backbone_blocks
 from marinelife.models.heads import build_head
 
 __all__ = [
@@ -84,6 +85,7 @@ def build_classifier(
         config.architecture,
         pretrained=config.pretrained if pretrained is None else pretrained,
         weights=config.weights,
+        input_size=config.input_size,
     )
     num_features = pooled_feature_size(backbone)
     head = build_head(
