@@ -171,3 +171,21 @@ def test_one_pass_is_skipped_when_an_entry_exists(tiny_dataset, tmp_path, monkey
     trainer.data.stage_data(head)  # the pooled entry is there: no joint build for train
     assert "one_pass" not in trainer.data.cache_stats["features train"]
     assert trainer.data.cache_stats["features val"]["one_pass"]
+
+
+def test_views_of_a_photo_reuse_one_decode(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    trainer = _trainer(tiny_dataset, tmp_path)
+    data = trainer.data
+    samples = data.train_samples[:3]
+    decodes = []
+    real = fc.load_image_array
+    monkeypatch.setattr(fc, "load_image_array", lambda p, **k: decodes.append(p) or real(p, **k))
+    dataset = fc._ViewDataset(samples, ["a", "b", "c"], data.eval_transform,
+                              data.train_transform, 2, 0, data.draft)  # fmt: skip
+    items = [dataset[i][0] for i in range(len(dataset))]
+    assert len(decodes) == 3 and len(items) == 9  # one decode per photo, three views each
+    dataset.reuse_decode = False
+    again = [dataset[i][0] for i in range(len(dataset))]
+    assert len(decodes) == 12
+    assert all(torch.equal(a, b) for a, b in zip(items, again))  # same views either way

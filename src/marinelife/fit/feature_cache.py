@@ -77,22 +77,40 @@ def view_seed(seed: int, image_hash: str, view: int) -> int:
 
 
 class _ViewDataset(Dataset):
-    """Item ``i * (views + 1) + v``: view ``v`` of image ``i`` (0 = clean, eval transform)."""
+    """Item ``i * (views + 1) + v``: view ``v`` of image ``i`` (0 = clean, eval transform).
+
+    A photo's views are consecutive items, so they land in the same batch (and loader worker):
+    the last decoded photo is kept and its other views reuse it instead of decoding it again.
+    """
+
+    reuse_decode = True  # bench/cache_build_speed.py times it off beside on
 
     def __init__(self, samples, hashes, eval_transform, train_transform, views, seed, draft):
         self.samples, self.hashes = list(samples), list(hashes)
         self.eval_transform, self.train_transform = eval_transform, train_transform
         self.views, self.seed, self.draft = views, seed, draft
+        self._last: tuple[int, np.ndarray | ImageDecodeError] | None = None
 
     def __len__(self) -> int:
         return len(self.samples) * (self.views + 1)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        i, v = divmod(index, self.views + 1)
+    def _decoded(self, i: int) -> np.ndarray | ImageDecodeError:
+        if self.reuse_decode and self._last is not None and self._last[0] == i:
+            return self._last[1]
         try:
             image = load_image_array(self.samples[i].path, draft_size=self.draft)
+            image.flags.writeable = False  # shared by the photo's views: no transform may edit it
         except ImageDecodeError as exc:
-            log.warning("feature cache: unreadable image, using zeros: %s", exc)
+            image = exc
+        self._last = (i, image)
+        return image
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        i, v = divmod(index, self.views + 1)
+        image = self._decoded(i)
+        if isinstance(image, ImageDecodeError):
+            if v == 0:  # once per photo, not once per view
+                log.warning("feature cache: unreadable image, using zeros: %s", image)
             return torch.zeros(0), index
         if v == 0:
             return self.eval_transform(image), index
