@@ -189,3 +189,18 @@ def test_views_of_a_photo_reuse_one_decode(tiny_dataset, tmp_path, monkeypatch):
     again = [dataset[i][0] for i in range(len(dataset))]
     assert len(decodes) == 12
     assert all(torch.equal(a, b) for a, b in zip(items, again))  # same views either way
+
+
+def test_a_cache_that_cannot_fit_is_refused_up_front(tiny_dataset, tmp_path, monkeypatch):
+    import shutil
+
+    from marinelife.errors import MarineLifeError
+
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    trainer = _trainer(tiny_dataset, tmp_path)
+    full = shutil.disk_usage(tmp_path)._replace(free=1024)
+    monkeypatch.setattr(fc.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(MarineLifeError, match="only 0.00 GiB is free") as info:
+        trainer.data.features(trainer.data.train_samples, views=1, desc="full disk")
+    assert str(fc.cache_dir()) in str(info.value) and "MARINELIFE_CACHE" in str(info.value)
+    assert not list(fc.cache_dir().rglob("*.npy"))  # nothing half-written left behind

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 import zlib
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from marinelife.data.image_io import load_image_array
 from marinelife.data.scan import Sample
-from marinelife.errors import ImageDecodeError
+from marinelife.errors import ImageDecodeError, MarineLifeError
 from marinelife.fileio import atomic_write_text, file_sha256
 from marinelife.fit import distributed
 from marinelife.logutil import progress
@@ -224,6 +225,9 @@ def build_feature_sets(
     )
     tmp_name = f".features.{socket.gethostname()}.{os.getpid()}.npy"
     outs = []
+    short = space_problem(outputs[0][0].parent, total * sum(sizes) * 4) if writer else None
+    if not distributed.all_true(short is None):  # every rank stops, none waits at a collective
+        raise short or MarineLifeError("another machine's disk has no room for the feature cache")
     if writer:
         for folder, shape in outputs:
             folder.mkdir(parents=True, exist_ok=True)
@@ -267,6 +271,22 @@ def build_feature_sets(
     outs.clear()
     distributed.barrier()  # the entries are complete before anyone reads them
     return [np.load(folder / "features.npy", mmap_mode="r") for folder, _ in outputs]
+
+
+def space_problem(folder: Path, needed: int) -> MarineLifeError | None:
+    """The error naming the folder and the figures when ``needed`` bytes will not fit there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    margin = 256 * 2**20  # the rest of the run (checkpoints, figures) needs room too
+    if needed + margin <= free:
+        return None
+    return MarineLifeError(
+        f"the feature cache needs {needed / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB "
+        "is free there",
+        path=folder,
+        fix="point MARINELIFE_CACHE at a disk with more room, lower feature_cache_views or "
+        "boundary_cache_mb, or train with --no-feature-cache",
+    )
 
 
 def cache_entry_missing(key: str, shape: tuple[int, ...]) -> bool:
