@@ -17,7 +17,7 @@ from marinelife._version import __version__
 _API = (
     "CheckReport", "Model", "Prediction", "Run", "audit", "check", "compare", "cv", "demo",
     "download", "explain", "export", "inspect", "load", "recipe", "recipes", "serve", "split",
-    "train",
+    "train", "video_summary",
 )  # fmt: skip
 
 __all__ = ["__version__", *_API]

@@ -13,6 +13,8 @@ import yaml
 
 import marinelife as ml
 from marinelife import __version__
+from marinelife.cli_help import DESCRIPTION, EPILOG, HelpFormatter, recipe_lines
+from marinelife.cli_help import add_verb as _verb
 from marinelife.config import TrainConfig
 from marinelife.errors import MarineLifeError
 from marinelife.logutil import setup_logging
@@ -27,20 +29,27 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default="two-stage-lite", help="recipe name or YAML file")
+    p.add_argument("--recipe", default="two-stage-lite",
+                   help="recipe name (`marinelife recipes` lists them) or a YAML file")  # fmt: skip
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key (repeatable), e.g. --set epochs=1",
+        help="override a config key (repeatable), e.g. --set epochs=1; `marinelife recipes "
+        "--keys` lists the keys (default: none)",
     )
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders")
     p.add_argument("--name", default=None, help="run folder name (default: recipe + timestamp)")
-    p.add_argument("--weights", type=Path, default=None, help="backbone weights file")
-    p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
-    p.add_argument("--no-feature-cache", action="store_true", help="recompute frozen features")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="backbone weights file, for offline use (default: ImageNet weights "
+                   "through timm, or the -lite recipes' packaged ones)")  # fmt: skip
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="random initialisation instead of ImageNet weights")  # fmt: skip
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="recompute the frozen backbone's features every epoch instead of "
+                   "caching them once")  # fmt: skip
     p.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda", "mps"),
@@ -51,56 +60,106 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--amp",
         choices=("none", "bf16", "fp16"),
         default=None,
-        help="mixed precision (fp16: CUDA only, loss-scaled); bf16 also on CPU",
+        help="mixed precision: bf16 on CUDA and CPU, fp16 on CUDA only (loss-scaled) "
+        "(default: the recipe's, none)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="marinelife", description=__doc__)
+    parser = argparse.ArgumentParser(prog="marinelife", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)  # fmt: skip
     parser.add_argument("--version", action="version", version=f"marinelife {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("check", help="decode every image; report bad files, imbalance, leakage")
-    p.add_argument("data", type=Path)
+    p = _verb(sub, "check", "decode every image; report bad files, imbalance, leakage",
+              "marinelife check PHOTOS", "marinelife check DATA --json > check.json",
+              about="Exits 1 when it finds a problem (0 when clean), so it can gate a script. "
+              "Nothing is modified.")  # fmt: skip
+    p.add_argument("data", type=Path, help="a flat PHOTOS/CLASS/ or a split DATA/{train,val,test}/")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--min-size", type=int, default=32, help="smallest acceptable side in pixels")
     _add_common(p)
 
-    p = sub.add_parser("split", help="stratified, duplicate-aware train/val/test split")
-    p.add_argument("src", type=Path)
-    p.add_argument("dst", type=Path)
-    p.add_argument("--val", type=float, default=0.15)
-    p.add_argument("--test", type=float, default=0.15)
-    p.add_argument("--seed", type=int, default=42)
+    p = _verb(sub, "split", "stratified, duplicate-aware train/val/test split",
+              "marinelife split PHOTOS DATA", "marinelife split PHOTOS DATA --val 0.1 --test 0.2 "
+              "--link", "marinelife split PHOTOS DATA --groups level:1      # PHOTOS/CLASS/SITE/",
+              "marinelife split PHOTOS DATA --groups sites.csv --seed 7",
+              about="PHOTOS/CLASS/*.jpg -> DATA/{train,val,test}/CLASS/; exact and near "
+              "duplicates stay inside one split. With --groups every site, dive or day does too "
+              "(will the model work at the next site?). PHOTOS is never changed.")  # fmt: skip
+    p.add_argument("src", type=Path, help="the photos: SRC/CLASS/*.jpg (read only)")
+    p.add_argument("dst", type=Path, help="new dataset folder (must not exist or be empty)")
+    p.add_argument("--val", type=float, default=0.15, help="share of each class for validation")
+    p.add_argument("--test", type=float, default=0.15, help="share of each class for the test")
+    p.add_argument("--seed", type=int, default=42, help="random seed of the assignment")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--copy", dest="mode", action="store_const", const="copy")
-    mode.add_argument("--link", dest="mode", action="store_const", const="link")
+    mode.add_argument("--copy", dest="mode", action="store_const", const="copy",
+                      help="copy the photos into DST (the default)")  # fmt: skip
+    mode.add_argument("--link", dest="mode", action="store_const", const="link",
+                      help="hard links instead of copies: no extra space, but editing a file "
+                      "in DST in place also edits it in SRC (default: copy)")  # fmt: skip
     p.set_defaults(mode="copy")
+    # SOURCE syntax, shared by split --groups, cv --groups and evaluate --by-group.
+    group_source = (
+        "SOURCE: FILE.csv (header file,group; files relative to {where}; every photo needs a "
+        "line), regex:PATTERN (searched in the relative path; first capture group, else the "
+        "whole match), level:N (folder N below the class folder: level:1 is SITE in "
+        "CLASS/SITE/photo.jpg, level:-1 the photo's own folder) or exif-date (the capture day; "
+        "photos without one form one 'no date' group)"
+    )
+    p.add_argument(
+        "--groups",
+        metavar="SOURCE",
+        default=None,
+        help="keep every group (site, dive, camera, day) inside one split, duplicates joined; "
+        + group_source.format(where="SRC")
+        + ". Writes DST/groups.csv; DST/split_report.json has each split's class mix",
+    )
     _add_common(p)
 
-    p = sub.add_parser("download", help="fetch the Kaggle Sea Animals dataset and split it")
-    p.add_argument("--dest", type=Path, default=Path("data/sea-animals"))
-    p.add_argument("--seed", type=int, default=42)
+    p = _verb(sub, "download", "fetch the Kaggle Sea Animals dataset and split it",
+              "marinelife download --dest data/sea-animals",
+              about="Needs Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME and "
+              "KAGGLE_KEY).")  # fmt: skip
+    p.add_argument("--dest", type=Path, default=Path("data/sea-animals"),
+                   help="where the split dataset goes")  # fmt: skip
+    p.add_argument("--seed", type=int, default=42, help="random seed of the split")
     _add_common(p)
 
-    p = sub.add_parser("inspect", help="class distribution, samples and size plots as PNGs")
-    p.add_argument("data", type=Path)
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: DATA-inspect)")
+    p = _verb(sub, "inspect", "class distribution, samples and size plots as PNGs",
+              "marinelife inspect DATA",
+              "marinelife inspect DATA --augmented --out figs/")  # fmt: skip
+    p.add_argument("data", type=Path, help="a dataset folder (only read)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder, never inside DATA "
+                   "(default: ./inspect/DATA-NAME)")  # fmt: skip
     p.add_argument("--augmented", action="store_true", help="also save augmented samples")
-    p.add_argument("--recipe", default="two-stage", help="recipe whose augmentation to show")
+    p.add_argument("--recipe", default="two-stage-lite", help="recipe whose augmentation to show")
     _add_common(p)
 
-    p = sub.add_parser("train", help="train a recipe and evaluate it on the test split")
-    p.add_argument("--data", type=Path, required=True)
+    p = _verb(sub, "train", "train a recipe and evaluate it on the test split",
+              "marinelife train --data DATA --name lite0",
+              "marinelife train --data DATA --recipe baseline --set epochs=5 --set batch_size=16",
+              "marinelife train --data DATA --name lite0 --resume",
+              about="Writes runs/NAME/: config.yaml, metrics.csv, best.safetensors + model.json "
+              "(the model), last.ckpt (resumable), test_metrics.json and report.html.")  # fmt: skip
+    p.add_argument("--data", type=Path, required=True, help="dataset: DATA/{train,val,test}/CLASS/")
     p.add_argument("--resume", action="store_true", help="continue runs/NAME from last.ckpt")
     _add_train_options(p)
     _add_common(p)
 
-    p = sub.add_parser("evaluate", help="evaluate a run folder on a split")
-    p.add_argument("run", type=Path)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--split", default="test")
+    p = _verb(sub, "evaluate", "evaluate a run folder on a split",
+              "marinelife evaluate runs/lite0 --data DATA --tta flip",
+              "marinelife evaluate runs/lite0 --data OTHER-REEF",
+              "marinelife evaluate runs/lite0 --data DATA --by-group DATA/groups.csv",
+              about="On the run's training data the result is RUN/<split>_metrics.json; on any "
+              "other dataset it goes to RUN/evals/<dataset>-<split>.json (the run's own result "
+              "is kept) and gets its own report section.")  # fmt: skip
+    p.add_argument("run", type=Path, help="run folder from `marinelife train`")
+    p.add_argument("--data", type=Path, required=True,
+                   help="dataset with the model's classes (or a subset of them)")  # fmt: skip
+    p.add_argument("--split", default="test", help="which split of DATA: train, val or test")
     p.add_argument(
         "--tta",
         choices=("none", "flip", "five-crop"),
@@ -108,87 +167,186 @@ def build_parser() -> argparse.ArgumentParser:
         help="also report test-time augmentation beside the plain result",
     )
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument(
+        "--by-group",
+        metavar="SOURCE",
+        default=None,
+        help="accuracy and macro-F1 per site/group with 95%% intervals, worst groups named "
+        "(also in the metrics JSON and the report); DATA/groups.csv from split --groups works "
+        "as is; " + group_source.format(where="DATA"),
+    )
     _add_common(p)
 
-    p = sub.add_parser("report", help="report.html and figures/ for a run folder")
-    p.add_argument("run", type=Path)
-    p.add_argument("--data", type=Path, default=None, help="dataset: adds the dataset section")
+    p = _verb(sub, "report", "report.html and figures/ for a run folder",
+              "marinelife report runs/lite0", "marinelife report runs/lite0 --embed")  # fmt: skip
+    p.add_argument("run", type=Path, help="run folder from `marinelife train`")
+    p.add_argument("--data", type=Path, default=None,
+                   help="dataset for the dataset section (default: the run's training data, "
+                   "when it is still there)")  # fmt: skip
     p.add_argument("--embed", action="store_true", help="embed the PNGs (one file to send)")
     p.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM galleries")
     _add_common(p)
 
-    p = sub.add_parser("compare", help="compare runs: bootstrap CIs, McNemar tests, chart")
-    p.add_argument("runs", type=Path, nargs="+")
-    p.add_argument("--out", type=Path, default=None, help="write Markdown, HTML, JSON and PNG")
+    p = _verb(sub, "compare", "compare runs: bootstrap CIs, McNemar tests, chart",
+              "marinelife compare runs/baseline-lite runs/two-stage-lite --out cmp/")  # fmt: skip
+    p.add_argument("runs", type=Path, nargs="+", help="run folders evaluated on the same photos")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for Markdown, HTML, JSON and PNG (default: the table on "
+                   "stdout only)")  # fmt: skip
     p.add_argument("--no-speed", action="store_true", help="skip the inference-speed check")
     _add_common(p)
 
-    p = sub.add_parser("cv", help="k-fold cross-validation over train+val, duplicate-aware")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--inner-val", type=float, default=0.15, help="early-stopping share; 0: fold")
+    p = _verb(sub, "cv", "k-fold cross-validation over train+val, duplicate-aware",
+              "marinelife cv --data DATA --folds 5 --recipe two-stage-lite --name cv5",
+              "marinelife cv --data DATA --folds 5 --groups DATA/groups.csv")  # fmt: skip
+    p.add_argument("--data", type=Path, required=True, help="dataset: DATA/{train,val,test}/CLASS/")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (one run each)")
+    p.add_argument("--inner-val", type=float, default=0.15,
+                   help="share of each fold's training part held out for early stopping; 0: "
+                   "stop on the fold itself")  # fmt: skip
+    p.add_argument(
+        "--groups",
+        metavar="SOURCE",
+        default=None,
+        help="keep every group (site, dive, camera, day) inside one fold, duplicates joined; "
+        "DATA/groups.csv from split --groups works as is; " + group_source.format(where="DATA"),
+    )
     _add_train_options(p)
     _add_common(p)
 
-    p = sub.add_parser("explain", help="Grad-CAM heatmap: where the model looked in one photo")
+    p = _verb(sub, "explain", "Grad-CAM heatmap: where the model looked in one photo",
+              "marinelife explain runs/lite0 photo.jpg",
+              "marinelife explain runs/lite0 photo.jpg --target Seahorse")  # fmt: skip
     p.add_argument("model", type=Path, help="run folder or bundle")
-    p.add_argument("image", type=Path)
+    p.add_argument("image", type=Path, help="the photo")
     p.add_argument("--out", type=Path, default=None, help="PNG (default: IMAGE-gradcam.png here)")
     p.add_argument("--target", default=None, help="class to explain (default: the prediction)")
     _add_common(p)
 
-    p = sub.add_parser("audit", help="suspected label errors and cross-class duplicates (CSV)")
+    p = _verb(sub, "audit", "suspected label errors and cross-class duplicates (CSV)",
+              "marinelife audit runs/cv5 --data DATA")  # fmt: skip
     p.add_argument("run", type=Path, help="cv folder (audits train+val) or run folder")
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="the dataset the run was trained on")
     p.add_argument("--out", type=Path, default=None, help="folder (default: RUN/audit)")
     _add_common(p)
 
-    p = sub.add_parser("demo", help="train two-stage-lite briefly on synthetic (or your) data")
+    p = _verb(sub, "demo", "train two-stage-lite briefly on synthetic (or your) data",
+              "marinelife demo", "marinelife demo --data DATA")  # fmt: skip
     p.add_argument("--data", type=Path, default=None, help="your dataset instead of synthetic")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of the run folder")
     _add_common(p)
 
-    p = sub.add_parser("recipes", help="list recipes, or show one resolved")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--keys", action="store_true", help="list every config key")
+    p = _verb(sub, "recipes", "list recipes, or show one resolved",
+              "marinelife recipes", "marinelife recipes two-stage-lite",
+              "marinelife recipes --keys")  # fmt: skip
+    p.add_argument("name", nargs="?", help="a recipe to show in full, as YAML (default: list all)")
+    p.add_argument("--keys", action="store_true", help="list every config key for --set")
     _add_common(p)
 
-    p = sub.add_parser("predict", help="classify image files, folders or globs with a model")
+    p = _verb(sub, "predict", "classify photos and videos (files, folders, globs)",
+              "marinelife predict runs/lite0 dive.jpg ~/dives/ --top-k 3",
+              "marinelife predict runs/lite0 ~/dives --format csv > predictions.csv",
+              "marinelife predict runs/lite0 dive.mp4 --every 2",
+              "marinelife predict runs/lite0 survey/ --format dwc --out records/")  # fmt: skip
     p.add_argument("model", type=Path, help="run folder, bundle, or exported .onnx")
-    p.add_argument("images", nargs="+", help="image files, folders (recursive) or globs")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--format", dest="fmt", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--tta", choices=("flip",), default=None, help="average with the mirror image")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto")
-    p.add_argument("--no-reject", action="store_true", help="never answer 'unknown'")
+    p.add_argument("images", nargs="+",
+                   help="photos or videos (.mp4 .mov .avi .mkv .m4v): files, folders "
+                   "(recursive) or globs")  # fmt: skip
+    p.add_argument("--top-k", type=int, default=3, help="classes per row (default: 3)")
+    p.add_argument("--format", dest="fmt", choices=("table", "csv", "json", "dwc"),
+                   default="table",
+                   help="table, csv or json (stdout, or files in --out), or dwc: a Darwin Core "
+                   "archive in --out (default: table)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for predictions.csv/.json, the video page and the dwc archive "
+                   "(default: results on stdout; a video page in ./VIDEO-predict/)")  # fmt: skip
+    sampling = p.add_mutually_exclusive_group()
+    sampling.add_argument("--every", type=float, default=None, metavar="SECONDS",
+                          help="videos: classify one frame every SECONDS "
+                          "(default: 1.0)")  # fmt: skip
+    sampling.add_argument("--fps", type=float, default=None,
+                          help="videos: classify this many frames per second instead of "
+                          "--every (default: off)")  # fmt: skip
+    p.add_argument("--taxonomy", type=Path, default=None,
+                   help="dwc: CSV class,scientificName,taxonRank[,scientificNameID] "
+                   "(default: the shipped 23-class Sea Animals map)")  # fmt: skip
+    p.add_argument("--include-unknown", action="store_true",
+                   help="dwc: keep 'unknown' predictions, marked unverified "
+                   "(default: left out)")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue the results in --out, skipping inputs already there "
+                   "(default: off)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace earlier results in --out "
+                   "(default: refuse a folder that holds files)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=0,
+                   help="photo-decoding threads (default: 0 = up to 4, one per core)")  # fmt: skip
+    p.add_argument("--tta", choices=("flip",), default=None,
+                   help="average with the mirror image (default: off)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="images per forward pass (default: 16)")  # fmt: skip
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="auto: ONNX Runtime for an .onnx model, else PyTorch "
+                   "(default: auto)")  # fmt: skip
+    p.add_argument("--no-reject", action="store_true",
+                   help="never answer 'unknown' (default: answer it below the calibrated "
+                   "threshold)")  # fmt: skip
     _add_common(p)
 
-    p = sub.add_parser("export", help="export a model to ONNX (verified; optional int8)")
+    p = _verb(sub, "export", "export a model to ONNX (verified; optional int8)",
+              "marinelife export runs/lite0 --data DATA",
+              "marinelife export runs/lite0 --quantize int8 --data DATA --max-drop 1",
+              about="Checked against PyTorch on random and real photos before anything is "
+              "written; int8 is refused when it loses more than --max-drop points.")  # fmt: skip
     p.add_argument("model", type=Path, help="run folder or bundle")
-    p.add_argument("--format", dest="fmt", choices=("onnx",), default="onnx")
+    p.add_argument("--format", dest="fmt", choices=("onnx",), default="onnx",
+                   help="export format")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="folder (default: MODEL/export)")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--quantize", choices=("int8",), default=None)
+    p.add_argument("--opset", type=int, default=17,
+                   help="ONNX opset; lower it for an older runtime")  # fmt: skip
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="any batch size at run time "
+                   "(--no-dynamic-batch: fixed batch 1)")  # fmt: skip
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="int8 static quantization calibrated on DATA's train split, into "
+                   "MODEL/export-int8 (default: off, fp32)")  # fmt: skip
     p.add_argument("--data", type=Path, default=None, help="dataset for checks and int8")
     p.add_argument("--split", default="test", help="split whose accuracy int8 must keep")
     p.add_argument("--max-drop", type=float, default=1.0, help="int8 top-1 loss allowed, points")
     _add_common(p)
 
-    p = sub.add_parser("serve", help="HTTP API and upload page (FastAPI + uvicorn)")
+    p = _verb(sub, "serve", "HTTP API and upload page (FastAPI + uvicorn)",
+              "marinelife serve runs/lite0", "marinelife serve runs/lite0 --port 9000",
+              "MARINELIFE_API_KEY=change-me marinelife serve runs/lite0 --host 0.0.0.0",
+              about="Open http://127.0.0.1:8000/ for the upload page; the API is documented at "
+              "/docs.")  # fmt: skip
     p.add_argument("model", type=Path, help="run folder, bundle, or exported .onnx")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
-    p.add_argument("--api-key", default=None, help="require header X-API-Key (or env)")
-    p.add_argument("--max-upload-mb", type=float, default=10.0)
-    p.add_argument("--max-files", type=int, default=16)
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on: 127.0.0.1 is this machine only, 0.0.0.0 every "
+                   "network interface (set an API key then)")  # fmt: skip
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx",
+                   help="inference engine: ONNX Runtime (faster on CPU) or PyTorch")  # fmt: skip
+    p.add_argument("--api-key", default=None,
+                   help="require this key in header X-API-Key; better set the environment "
+                   "variable MARINELIFE_API_KEY, which does not show in `ps` "
+                   "(default: no key)")  # fmt: skip
+    p.add_argument("--max-file-mb", type=float, default=25.0,
+                   help="largest photo accepted; a bigger one is named in the results and the "
+                   "others are still classified")  # fmt: skip
+    p.add_argument("--max-upload-mb", type=float, default=100.0,
+                   help="largest request, all its files together "
+                   "(checked while it streams in)")  # fmt: skip
+    p.add_argument("--max-files", type=int, default=16,
+                   help="files classified per request; more are named in the results, not "
+                   "classified")  # fmt: skip
+    p.add_argument("--top-k", type=int, default=3,
+                   help="labels per photo (a request can ask for others with ?top_k=)")  # fmt: skip
     p.add_argument("--workers", type=int, default=1,
                    help="forward passes at once (2: more images/s, longer tail)")  # fmt: skip
     p.add_argument("--threads", type=int, default=0,
-                   help="threads per forward pass (0: automatic)")  # fmt: skip
+                   help="threads per forward pass; 0: the backend's default (one per physical "
+                   "core, shared out between --workers)")  # fmt: skip
     p.add_argument("--no-reject", action="store_true", help="never answer 'unknown'")
     _add_common(p)
     return parser
@@ -233,8 +391,7 @@ def _show_recipes(name: str | None, keys: bool) -> None:
 
         print("\n".join(valid_keys()))
     elif name is None:
-        for recipe, about in ml.recipes().items():
-            print(f"{recipe:16s} {about['architecture']:24s} {about['description']}")
+        print("\n".join(recipe_lines(ml.recipes())))
     else:
         print(yaml.safe_dump(ml.recipe(name).to_dict(), sort_keys=False, allow_unicode=True))
 
@@ -246,7 +403,8 @@ def _run(args: argparse.Namespace) -> int:
         print(report.to_json() if args.json else report)
         return 0 if report.ok else 1
     if cmd == "split":
-        ml.split(args.src, args.dst, val=args.val, test=args.test, seed=args.seed, mode=args.mode)
+        ml.split(args.src, args.dst, val=args.val, test=args.test, seed=args.seed, mode=args.mode,
+                 groups=args.groups)  # fmt: skip
     elif cmd == "download":
         ml.download(args.dest, seed=args.seed)
     elif cmd == "inspect":
@@ -255,7 +413,7 @@ def _run(args: argparse.Namespace) -> int:
         _train(args)
     elif cmd == "evaluate":
         ml.Run(args.run).evaluate(args.data, split=args.split, tta=args.tta,
-                                  report=not args.no_report)  # fmt: skip
+                                  report=not args.no_report, by_group=args.by_group)  # fmt: skip
     elif cmd == "report":
         if args.data is not None and not Path(args.data).exists():
             raise MarineLifeError("does not exist", path=args.data, fix="pass the dataset folder")
@@ -269,7 +427,8 @@ def _run(args: argparse.Namespace) -> int:
         ml.audit(args.run, args.data, out=args.out)
     elif cmd == "cv":
         ml.cv(args.data, folds=args.folds, name=args.name, project=args.runs_dir,
-              inner_val=args.inner_val, config=config_from_flags(args))  # fmt: skip
+              inner_val=args.inner_val, config=config_from_flags(args),
+              groups=args.groups)  # fmt: skip
     elif cmd == "demo":
         ml.demo(args.data, project=args.runs_dir)
     elif cmd == "recipes":
@@ -278,8 +437,13 @@ def _run(args: argparse.Namespace) -> int:
         from marinelife.infer.predict_cli import write_predictions
 
         model = ml.load(args.model, backend=args.backend, reject=not args.no_reject, tta=args.tta)
-        return write_predictions(model.predictor, args.images, top_k=args.top_k, fmt=args.fmt,
-                                 batch_size=args.batch_size)  # fmt: skip
+        return write_predictions(
+            model.predictor, args.images, top_k=args.top_k, fmt=args.fmt,
+            batch_size=args.batch_size, out_dir=args.out,
+            every=args.every if args.every is not None else (None if args.fps else 1.0),
+            fps=args.fps, taxonomy=args.taxonomy, include_unknown=args.include_unknown,
+            resume=args.resume, overwrite=args.overwrite, workers=args.workers,
+        )  # fmt: skip
     elif cmd == "export":
         report = ml.export(
             args.model, args.fmt, out=args.out, opset=args.opset, int8=args.quantize == "int8",
@@ -291,6 +455,7 @@ def _run(args: argparse.Namespace) -> int:
         from marinelife.infer.server import ServeSettings
 
         limits = ServeSettings(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                               max_file_bytes=int(args.max_file_mb * 1024 * 1024),
                                max_files=args.max_files, top_k=args.top_k)  # fmt: skip
         return ml.serve(
             args.model, host=args.host, port=args.port, backend=args.backend,
@@ -303,6 +468,22 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a reader that left shows up here, not at exit
+        return code
+    except BrokenPipeError:
+        # `marinelife recipes | head`: the reader closed the pipe. Point stdout at devnull so
+        # the interpreter's final flush cannot raise again, and exit as a SIGPIPE'd tool does.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # no real file descriptor (captured)
+            pass
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(verbose=args.verbose, quiet=args.quiet)
     try:

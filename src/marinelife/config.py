@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import operator
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yaml
 from marinelife.errors import MarineLifeError
 
 DENOISE_FILTERS = ("none", "bilateral", "median", "gaussian", "nlm")
+ENHANCE_FILTERS = ("none", "greyworld", "clahe", "redcomp")
 
 
 @dataclass
@@ -29,6 +31,15 @@ class DenoiseConfig:
 
     name: str = "none"
     # Filter parameters; unset ones take the filter's defaults (bilateral d=9, σ=75/75, ...).
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EnhanceConfig:
+    """Underwater colour/contrast correction (data/enhance.py), applied before denoise."""
+
+    name: str = "none"
+    # clahe: clip_limit=2.0, tile=8; redcomp: alpha=1.0, greyworld=1; greyworld: no params.
     params: dict[str, float] = field(default_factory=dict)
 
 
@@ -69,6 +80,7 @@ class TrainConfig:
     batch_size: int = 16
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
     # stage 1 (or the only stage)
     freeze_backbone: bool = True
     epochs: int = 10
@@ -95,9 +107,8 @@ class TrainConfig:
     threads: int = 0  # 0: torch default
     feature_cache: bool = True
     feature_cache_views: int = 4  # augmented views cached per image (plus one clean view)
-    boundary_cache_mb: int = (
-        4096  # fine-tuning: cache activations at the freeze boundary up to this
-    )
+    # fine-tuning: cache activations at the freeze boundary up to this many MB
+    boundary_cache_mb: int = 4096
     # Frozen passes that build those caches: auto = ONNX Runtime on a CPU in fp32 (checked
     # against PyTorch first, several times faster there), else PyTorch | torch = always PyTorch.
     feature_engine: str = "auto"
@@ -113,20 +124,21 @@ class TrainConfig:
 
     def validate(self) -> None:
         choices = {
-            "head": ("linear", "mlp"),
-            "optimizer": ("adamw", "adam"),
+            "head": ("linear", "mlp"), "optimizer": ("adamw", "adam"),
             "monitor": ("val_acc", "val_loss", "val_f1"),
             "finetune_monitor": ("val_acc", "val_loss", "val_f1"),
-            "class_weights": ("none", "balanced"),
-            "sampler": ("default", "balanced"),
-            "device": ("auto", "cpu", "cuda", "mps"),
-            "amp": ("none", "bf16", "fp16"),
+            "class_weights": ("none", "balanced"), "sampler": ("default", "balanced"),
+            "device": ("auto", "cpu", "cuda", "mps"), "amp": ("none", "bf16", "fp16"),
             "feature_engine": ("auto", "torch"),
-        }
+            "denoise.name": DENOISE_FILTERS, "enhance.name": ENHANCE_FILTERS,
+        }  # fmt: skip
         for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
+            value = operator.attrgetter(key)(self)  # dotted keys reach into sections
+            if value not in allowed:
+                close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
                 raise MarineLifeError(
-                    f"config: {key}={getattr(self, key)!r} is not one of {', '.join(allowed)}"
+                    f"config: {key}={value!r} is not one of {', '.join(allowed)}",
+                    fix=f"did you mean '{close[0]}'?" if close else None,
                 )
         if self.bf16:
             # `bf16: true` predates `amp`; it means amp=bf16 and must not contradict it.
@@ -136,11 +148,6 @@ class TrainConfig:
                     fix="set only amp (--amp bf16|fp16|none); bf16 is its older alias",
                 )
             self.amp = "bf16"
-        if self.denoise.name not in DENOISE_FILTERS:
-            raise MarineLifeError(
-                f"config: denoise.name={self.denoise.name!r} is not one of "
-                f"{', '.join(DENOISE_FILTERS)}"
-            )
         if self.augment.fill not in ("reflect", "nearest", "constant"):
             raise MarineLifeError(f"config: augment.fill={self.augment.fill!r} is not valid")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -154,17 +161,10 @@ class TrainConfig:
     def _validate_ranges(self) -> None:
         # Values that would otherwise fail (or silently misbehave) deep inside training.
         non_negative = (
-            "input_size",
-            "patience",
-            "finetune_epochs",
-            "finetune_patience",
-            "feature_cache_views",
-            "threads",
-            "weight_decay",
-            "warmup_epochs",
-            "finetune_warmup_epochs",
-            "head_l2",
-        )
+            "input_size", "patience", "finetune_epochs", "finetune_patience",
+            "feature_cache_views", "threads", "weight_decay", "warmup_epochs",
+            "finetune_warmup_epochs", "head_l2",
+        )  # fmt: skip
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise MarineLifeError(f"config: {key}={getattr(self, key)!r} must be >= 0")

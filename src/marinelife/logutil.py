@@ -61,3 +61,13 @@ def progress(
 
     disable = not enabled or not progress_enabled() or not _is_main_process()
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=disable, dynamic_ncols=True)
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 class``, ``2 classes``, ``1,000 files``: a count with its noun in the right number
+    (``many`` for irregular plurals; otherwise +es after s/x/ch/sh, else +s)."""
+    if count == 1:
+        return f"1 {noun}"
+    if many is None:
+        many = noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+    return f"{count:,} {many}"

@@ -10,6 +10,7 @@ from PIL import Image
 
 from conftest import tree_digest
 from marinelife.data.inspect import default_out_dir, read_image_size, run_inspect
+from marinelife.data.synthetic import make_synthetic_dataset
 from marinelife.errors import MarineLifeError
 
 SPLIT_FIGURES = {
@@ -57,12 +58,26 @@ def test_augmented_samples_use_the_recipe(tiny_dataset: Path, tmp_path: Path) ->
     assert tree_digest(tiny_dataset) == before
 
 
-def test_flat_dataset_and_default_out_dir(flat_dataset: Path) -> None:
+def test_flat_dataset_and_default_out_dir(flat_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # the default is under the current folder, not beside the data
+    parent_before = sorted(p.name for p in flat_dataset.parent.iterdir())
     before = tree_digest(flat_dataset)
     out = run_inspect(flat_dataset, out=None, augmented=False, recipe="two-stage")
-    assert out == default_out_dir(flat_dataset) == flat_dataset.parent / "flat-inspect"
+    assert out == default_out_dir(flat_dataset) == Path("inspect") / "flat"
+    assert out.resolve() == work / "inspect" / "flat"
     _assert_pngs(out, SPLIT_FIGURES - {"split_distribution.png"})
     assert tree_digest(flat_dataset) == before
+    assert sorted(p.name for p in flat_dataset.parent.iterdir()) == parent_before
+    # Another dataset of the same name keeps the first one's figures and gets its own folder.
+    twin = make_synthetic_dataset(tmp_path / "elsewhere" / "flat", num_classes=2,
+                                  counts={"all": 4}, size=32, flat=True)  # fmt: skip
+    first = (out / "class_distribution.png").read_bytes()
+    other = run_inspect(twin, out=None, augmented=False, recipe="two-stage")
+    assert other != out and other.name.startswith("flat-")
+    assert (out / "class_distribution.png").read_bytes() == first
+    assert run_inspect(flat_dataset, out=None, augmented=False, recipe="two-stage") == out
 
 
 @pytest.mark.parametrize("inside", [".", "figures", "train/figures"])

@@ -111,3 +111,14 @@ def test_unreadable_data_images_are_left_out_not_fatal(tiny_bundle, tiny_dataset
     assert meta["export"]["accuracy"]["images"] == 16
     assert sum("broken.jpg" in r.getMessage() for r in caplog.records) == 2
     assert all(p.read_bytes() == b"\xff\xd8\xff\xe0 truncated" for p in broken)
+
+
+def test_int8_accuracy_change_never_reads_minus_zero():
+    from marinelife.infer.export import accuracy_change
+    from marinelife.logutil import plural
+
+    assert accuracy_change(0.0) == accuracy_change(0.001) == accuracy_change(-0.004) == "no change"
+    assert accuracy_change(0.3) == "down 0.30 points"
+    assert accuracy_change(-1.25) == "up 1.25 points"
+    assert [plural(1, "class"), plural(2, "class"), plural(1, "file"), plural(1200, "image")] == [
+        "1 class", "2 classes", "1 file", "1,200 images"]  # fmt: skip

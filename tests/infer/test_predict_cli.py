@@ -34,11 +34,15 @@ def test_folder_with_one_broken_file_predicts_the_rest_and_exits_1(tiny_bundle, 
     code, out, err = _predict(capsys, tiny_bundle, photos, "--format", "csv", "--top-k", "2")
     assert code == 1
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == ["path", "label", "confidence", "top1_label", "top1_prob", "top2_label",
-                       "top2_prob"]  # fmt: skip
-    good = sorted(p for p in photos.rglob("*.png") if p.name != "broken.png")
-    assert sorted(r[0] for r in rows[1:]) == sorted(map(str, good))
-    assert all(r[1] == r[3] and float(r[2]) == float(r[4]) for r in rows[1:])
+    assert rows[0][:7] == ["path", "label", "confidence", "top1_label", "top1_prob", "top2_label",
+                           "top2_prob"]  # fmt: skip
+    assert rows[0][-1] == "error"
+    # One row per input, the broken one included with its reason (so rows join back to inputs).
+    assert sorted(r[0] for r in rows[1:]) == sorted(map(str, photos.rglob("*.png")))
+    good = [r for r in rows[1:] if not r[-1]]
+    [bad] = [r for r in rows[1:] if r[-1]]
+    assert bad[0].endswith("broken.png") and bad[1] == bad[2] == "" and "broken.png" not in bad[-1]
+    assert all(r[1] == r[3] and float(r[2]) == float(r[4]) for r in good)
     # The broken file is named on its own line on stderr; notes.txt in a folder is ignored.
     broken_lines = [line for line in err.splitlines() if "broken.png" in line]
     assert len(broken_lines) == 1 and "notes.txt" not in err
@@ -80,4 +84,5 @@ def test_user_errors_exit_2(tiny_bundle, tmp_path, capsys):
     assert len(err) == 1 and str(empty) in err[0] and "no images" in err[0]
     paths, problems = expand_inputs([empty])
     assert paths == [] and problems == [(str(empty), "folder contains no images")]
-    assert csv_header(1) == ["path", "label", "confidence", "top1_label", "top1_prob"]
+    # The columns added since (frame, EXIF, error) come after the ones scripts already read.
+    assert csv_header(1)[:5] == ["path", "label", "confidence", "top1_label", "top1_prob"]

@@ -20,7 +20,7 @@ from marinelife.infer.batching import MicroBatcher
 from marinelife.infer.predictor import Predictor
 from marinelife.infer.server import ServeSettings, create_app, run_server
 
-LIMITS = dict(max_upload_bytes=300_000, max_files=3, max_pixels=1_000_000)
+LIMITS = dict(max_upload_bytes=300_000, max_file_bytes=100_000, max_files=3, max_pixels=1_000_000)
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +94,18 @@ def test_info_endpoints_page_and_docs(client, predictor):
         ("anim.gif", image_bytes("GIF"), 415),  # a real image in a format not allowed here
     ],
 )
-def test_bad_images_are_4xx_json(client, name, data, status):
+def test_bad_images_are_named_and_the_good_ones_still_classified(client, name, data, status):
     r = _post(client, ("ok.png", image_bytes()), (name, data))
-    assert r.status_code == status, r.text
-    assert r.json()["error"] and r.json()["detail"]
+    assert r.status_code == 200, r.text
+    ok, bad = r.json()["results"]
+    assert ok["filename"] == "ok.png" and ok["label"] and r.json()["classified"] == 1
+    assert bad["filename"] == name and bad["status"] == status and bad["error"]
+    assert bad["detail"].startswith(f"{name}: ") and "label" not in bad
+    alone = _post(client, (name, data))  # nothing classified: the file's own 4xx, still named
+    assert alone.status_code == status, alone.text
+    body = alone.json()
+    assert body["error"] == bad["error"] and body["detail"].startswith(f"{name}: ")
+    assert body["results"] == [bad]
 
 
 def test_bad_requests_are_4xx_json(client):
@@ -137,8 +145,70 @@ def test_upload_limits(client):
         headers={"content-type": "multipart/form-data; boundary=b"},
     )
     assert r.status_code == 413, r.text
-    r = _post(client, *[(f"{i}.png", image_bytes(seed=i)) for i in range(4)])
-    assert r.status_code == 413 and r.json()["error"] == "too_many_files"
+    # Past the file count: named, not classified; the first max_files still are.
+    r = _post(client, *[(f"{i}.png", image_bytes(seed=i)) for i in range(5)])
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x.get("label") is not None for x in results] == [True, True, True, False, False]
+    assert results[3]["error"] == "too_many_files" and results[3]["filename"] == "3.png"
+    assert "at most 3 files per request" in results[3]["detail"]
+    # Over the per-file size: that file is named with the limit, the others are classified.
+    one = image_bytes(size=(200, 200))
+    assert LIMITS["max_file_bytes"] < len(one) < LIMITS["max_upload_bytes"]
+    r = _post(client, ("small.png", image_bytes()), ("phone.png", one))
+    assert r.status_code == 200, r.text
+    small, phone = r.json()["results"]
+    assert small["label"] and phone["error"] == "too_large" and phone["status"] == 413
+    assert phone["detail"].startswith("phone.png: 0.1 MB is over the per-file limit of")
+
+
+def test_top_k_query(client, predictor):
+    r = _post(client, ("a.png", image_bytes()), params={"top_k": 1})
+    assert r.status_code == 200 and len(r.json()["results"][0]["top_k"]) == 1
+    r = _post(client, ("a.png", image_bytes()), params={"top_k": len(predictor.classes)})
+    assert len(r.json()["results"][0]["top_k"]) == len(predictor.classes)
+    for bad in ("0", "99", "abc"):
+        r = _post(client, ("a.png", image_bytes()), params={"top_k": bad})
+        assert r.status_code == 422 and r.json()["error"] == "invalid_request", (bad, r.text)
+        assert "top_k" in r.json()["detail"]
+
+
+def test_openapi_documents_the_real_responses(client):
+    schema = client.get("/openapi.json").json()
+    responses = schema["paths"]["/v1/predict"]["post"]["responses"]
+    assert {"200", "401", "413", "415", "422"} <= set(responses)
+    for status in ("401", "413", "415", "422"):
+        ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/ErrorBody")
+    assert set(schema["components"]["schemas"]["ErrorBody"]["properties"]) >= {"error", "detail"}
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    params = schema["paths"]["/v1/predict"]["post"]["parameters"]
+    assert [p["name"] for p in params] == ["top_k"]
+    assert "401" in schema["paths"]["/v1/model"]["get"]["responses"]
+
+
+def test_taken_port_is_named_before_the_model_loads(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # tmp_path holds no model: the port is checked first, so the error is about the port.
+        with pytest.raises(MarineLifeError, match=f"port {port} on 127.0.0.1 is already in use"
+                           ) as info:  # fmt: skip
+            run_server(tmp_path, port=port)
+    assert "--port" in str(info.value)
+
+
+def test_startup_line_says_what_the_compute_is():
+    from marinelife.infer.server import compute_summary
+
+    assert compute_summary("onnx", 1, 0) == (
+        "ONNX Runtime, 1 forward pass at a time, ONNX Runtime's default thread count (one per "
+        "physical core); --workers and --threads change this"
+    )
+    assert "2 forward passes at once, 4 threads each" in compute_summary("torch", 2, 4)
 
 
 def test_api_key(predictor):
@@ -221,9 +291,10 @@ def test_oversize_upload_names_the_file_and_the_limit(client, side):
     from marinelife.data.image_io import DEFAULT_MAX_PIXELS
 
     r = _post(client, ("ok.png", image_bytes()), ("reef 2024.png", _png_header(side, side)))
-    assert r.status_code == 422, r.text
-    assert r.json()["error"] == "unreadable_image"
-    assert r.json()["detail"].startswith(
+    assert r.status_code == 200, r.text
+    bad = r.json()["results"][1]
+    assert bad["error"] == "unreadable_image" and bad["status"] == 422
+    assert bad["detail"].startswith(
         f"reef 2024.png: {side}x{side} pixels ({side * side / 1e6:.1f} MP) exceeds the pixel "
         "limit of 1 MP — downscale the image"
     )

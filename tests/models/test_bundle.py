@@ -79,3 +79,24 @@ def test_missing_or_mismatched_weights_are_named(bundle):
         load_bundle(folder)
     with pytest.raises(MarineLifeError, match="does not exist"):
         load_bundle(folder / "nope")
+
+
+def test_wrong_class_count_is_named_as_such(bundle):
+    folder, _ = bundle
+    data = json.loads((folder / "model.json").read_text())
+    data["classes"] = ["a", "b"]  # the weights were trained for three
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(MarineLifeError, match="weights have 3 output classes, model.json lists 2"):
+        load_bundle(folder)
+
+
+def test_truncated_model_json_says_so_and_how_to_fix(bundle):
+    folder, _ = bundle
+    text = (folder / "model.json").read_text()
+    (folder / "model.json").write_text(text[: len(text) // 2])
+    with pytest.raises(MarineLifeError, match=r"ends in the middle \(truncated\?\)") as info:
+        read_model_info(folder)
+    assert "line " in str(info.value) and "copy model.json again" in str(info.value)
+    (folder / "model.json").write_text(text.replace('"classes"', "classes", 1))
+    with pytest.raises(MarineLifeError, match="is not valid JSON"):
+        read_model_info(folder)

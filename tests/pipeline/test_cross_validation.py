@@ -116,3 +116,54 @@ def test_cv_cli_end_to_end_then_audit(tiny_dataset, tmp_path, monkeypatch, capsy
     pytest.importorskip("cleanlab")
     assert main(["audit", str(out), "--data", str(tiny_dataset), "-q"]) == 0
     assert "among 64 images" in capsys.readouterr().out
+
+
+def _site_photos(root: Path, sites: int) -> Path:
+    """``root/CLASS/site-K/*.png``: random noise, two photos per class and site."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("crab", "eel"):
+        for k in range(sites):
+            (root / name / f"site-{k}").mkdir(parents=True)
+            for i in range(2):
+                pixels = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / name / f"site-{k}" / f"{name}{k}_{i}.png")
+    return root
+
+
+def test_cv_groups_keep_every_site_inside_one_fold(tmp_path, monkeypatch):
+    """`cv --groups DATA/groups.csv` (as `split --groups` writes it): no site in two folds."""
+    import csv
+
+    from marinelife.api import cv
+    from marinelife.cli import main
+    from marinelife.data.split import run_split
+
+    data = run_split(_site_photos(tmp_path / "photos", 9), tmp_path / "data", val=0.15,
+                     test=0.15, seed=0, groups="level:1")  # fmt: skip
+
+    def fake_train(layout, config, *, run_dir):  # the folds are under test, not training
+        held = layout.splits["test"]
+        targets = [layout.class_to_index[s.label] for s in held]
+        metrics = {"accuracy": 1.0, "macro_f1": 1.0, "targets": targets,
+                   "predictions": targets, "num_samples": len(held)}  # fmt: skip
+        (run_dir / "test_metrics.json").write_text(json.dumps(metrics))
+
+    monkeypatch.setattr("marinelife.pipeline.cross_validation.train", fake_train)
+    runs = tmp_path / "runs"
+    args = ["cv", "--data", str(data), "--folds", "3", "--groups", str(data / "groups.csv"),
+            "--inner-val", "0.3",
+            "--runs-dir", str(runs), "--name", "cv", "--no-pretrained", "-q"]  # fmt: skip
+    assert main(args) == 0
+    with (runs / "cv/folds.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    folds: dict[str, set[str]] = {}
+    for row in rows:
+        folds.setdefault(row["group"], set()).add(row["fold"])
+    assert len(folds) >= 3 and all(len(f) == 1 for f in folds.values()), folds
+    assert {f for v in folds.values() for f in v} == {"1", "2", "3"}
+    summary = json.loads((runs / "cv/cv_summary.json").read_text())
+    assert summary["groups"] == str(data / "groups.csv")
+    with pytest.raises(MarineLifeError, match="only 2 groups .* for 4 folds"):
+        cv(data, folds=4, groups="regex:^(train|val)/", project=runs, name="cv2")

@@ -53,14 +53,20 @@ def split(
     test: float = 0.15,
     seed: int = 42,
     mode: str = "copy",
+    groups: str | Path | None = None,
 ) -> Path:
     """``SRC/CLASS/*.jpg`` → ``DST/{train,val,test}/CLASS/``, duplicates kept inside one split.
 
     ``mode="link"`` makes hard links instead of copies. Your files are never changed or moved.
+    ``groups`` keeps every site/dive/day inside one split: ``"sites.csv"`` (columns file,group,
+    relative to SRC), ``"regex:PATTERN"``, ``"level:N"`` (folder N below the class folder) or
+    ``"exif-date"``; DST then gets ``groups.csv`` for ``cv``/``evaluate``. Every split's class mix
+    against the whole is in ``DST/split_report.json``.
     """
     from marinelife.data.split import run_split
 
-    return run_split(Path(src), Path(dst), val=val, test=test, seed=seed, mode=mode)
+    return run_split(Path(src), Path(dst), val=val, test=test, seed=seed, mode=mode,
+                     groups=groups)  # fmt: skip
 
 
 def inspect(

@@ -1,18 +1,26 @@
-"""A trained model in Python: ``ml.load(path).predict(x)``."""
+"""A trained model in Python: ``ml.load(path).predict(x)`` on photos, videos and arrays;
+``Model.to_dwc`` and :func:`video_summary` for what came out."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from marinelife.data.scan import find_images
+from marinelife.data.scan import iter_files
 from marinelife.errors import ImageDecodeError, MarineLifeError
+from marinelife.infer.dwc_export import prepare_taxonomy, write_dwc
+from marinelife.infer.predict_inputs import is_media_path
+from marinelife.infer.predict_output import record
 from marinelife.infer.predictor import Prediction, Predictor
+from marinelife.infer.video import ClassSummary, is_video_path, sampling_step
+from marinelife.infer.video_rows import predict_video_file
+from marinelife.infer.video_rows import video_summary as summarize_frames
 
-__all__ = ["Model", "Prediction", "load"]
+__all__ = ["Model", "Prediction", "load", "video_summary"]
 
 
 class Model:
@@ -39,40 +47,100 @@ class Model:
         *,
         top_k: int = 1,
         batch_size: int = 16,
+        every: float | None = 1.0,
+        fps: float | None = None,
     ) -> list[Prediction]:
-        """Classify ``x``: a path (file or folder, recursively), a list of paths, a PIL image,
-        an ``HxWx3`` uint8 array, or a list of images.
+        """Classify ``x``: a path (photo, video, or folder, recursively), a list of paths, a PIL
+        image, an ``HxWx3`` uint8 array, or a list of images.
 
-        One :class:`Prediction` per image, in order; a file that cannot be read keeps its place
-        with ``.error`` set. Labels are ``unknown`` below the calibrated threshold (load with
-        ``reject=False`` to turn that off).
+        One :class:`Prediction` per photo and per sampled video frame, in order. A video
+        (.mp4 .mov .avi .mkv .m4v) is sampled every ``every`` seconds (or ``fps`` frames per
+        second); its predictions have ``.frame`` and ``.time_s`` set. A photo's EXIF (capture
+        time, GPS, depth, camera) is in ``.metadata``. An input that cannot be read keeps its
+        place with ``.error`` set; a truncated video keeps the frames before the cut, then one
+        prediction with ``.error``. Labels are ``unknown`` below the calibrated threshold (load
+        with ``reject=False`` to turn that off).
         """
         if top_k < 1 or batch_size < 1:
             raise MarineLifeError("top_k and batch_size must be at least 1")
+        sampling_step(every, fps)  # a bad option is named before anything is decoded
         top_k = min(top_k, len(self.classes))
+        results: list[Prediction] = []
         items = _as_items(x)
-        results: list[Prediction | None] = [None] * len(items)
-        paths = [(i, p) for i, p in enumerate(items) if isinstance(p, Path)]
-        for (i, path), (_, result) in zip(
-            paths,
-            self.predictor.predict_files([p for _, p in paths], top_k=top_k, batch_size=batch_size),
-        ):
-            if isinstance(result, ImageDecodeError):
-                results[i] = Prediction.failed(str(path), str(result))
+        for kind, group in itertools.groupby(items, key=_kind):
+            chunk = list(group)
+            if kind == "photo":
+                files = self.predictor.predict_files(
+                    chunk, top_k=top_k, batch_size=batch_size, metadata=True
+                )
+                for path, result in files:
+                    if isinstance(result, ImageDecodeError):
+                        results.append(Prediction.failed(str(path), str(result)))
+                    else:
+                        result.path = str(path)
+                        results.append(result)
+            elif kind == "video":
+                for path in chunk:
+                    frames, error = predict_video_file(
+                        self.predictor, path, top_k=top_k, every=every, fps=fps,
+                        batch_size=batch_size,
+                    )  # fmt: skip
+                    results.extend(frames)
+                    if error is not None:
+                        results.append(Prediction.failed(str(path), str(error)))
             else:
-                result.path = str(path)
-                results[i] = result
-        images = [(i, im) for i, im in enumerate(items) if not isinstance(im, Path)]
+                results.extend(self._predict_arrays(chunk, top_k, batch_size))
+        return results
+
+    def _predict_arrays(self, images: list[Any], top_k: int, batch_size: int) -> list[Prediction]:
+        out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             try:
-                batch = np.stack([self.predictor.preprocess_image(im) for _, im in chunk])
+                batch = np.stack([self.predictor.preprocess_image(im) for im in chunk])
             except ValueError as exc:
                 raise MarineLifeError(f"not an image array ({exc})",
                                       fix="pass an HxWx3 uint8 RGB array") from exc  # fmt: skip
-            for (i, _), pred in zip(chunk, self.predictor.predict_batch(batch, top_k=top_k)):
-                results[i] = pred
-        return [r for r in results if r is not None]
+            out.extend(self.predictor.predict_batch(batch, top_k=top_k))
+        return out
+
+    def to_dwc(
+        self,
+        predictions: Iterable[Prediction],
+        out: str | Path,
+        *,
+        taxonomy: str | Path | None = None,
+        include_unknown: bool = False,
+        overwrite: bool = False,
+    ) -> Path:
+        """Write ``predictions`` (of photo and video files) as a Darwin Core Archive in ``out``:
+        ``occurrence.txt`` + ``meta.xml`` and ``dwca.zip`` (returned), as ``predict --format
+        dwc`` does. ``taxonomy``: CSV ``class,scientificName,taxonRank[,scientificNameID]``
+        (default: the shipped 23-class map). Unknown predictions are left out unless
+        ``include_unknown``; failed ones always are. ``identifiedBy`` names this model.
+        """
+        table = prepare_taxonomy(None if taxonomy is None else Path(taxonomy), self.classes)
+        records = (record(p) for p in predictions)
+        return write_dwc(
+            records,
+            Path(out),
+            predictor=self.predictor,
+            taxonomy=table,
+            include_unknown=include_unknown,
+            overwrite=overwrite,
+        )
+
+
+def video_summary(predictions: Iterable[Prediction]) -> list[ClassSummary]:
+    """Per video and class seen: first and last time, frames, max and mean confidence
+    (``unknown`` frames get a row of their own, last). Photos in ``predictions`` are ignored."""
+    return summarize_frames(predictions)
+
+
+def _kind(item: Any) -> str:
+    if not isinstance(item, Path):
+        return "array"
+    return "video" if is_video_path(item) else "photo"
 
 
 def _as_items(x: Any) -> list[Any]:
@@ -80,10 +148,10 @@ def _as_items(x: Any) -> list[Any]:
     if isinstance(x, str | Path):
         path = Path(x).expanduser()
         if path.is_dir():
-            found = find_images(path)
+            found = list(iter_files(path, is_media_path))
             if not found:
                 raise MarineLifeError("folder contains no images", path=path)
-            return list(found)
+            return found
         if not path.exists():
             raise MarineLifeError("no such file or folder", path=path, fix="check the path")
         return [path]

@@ -30,10 +30,13 @@ def cv(
     project: str | Path = "runs",
     inner_val: float = 0.15,
     config: TrainConfig | None = None,
+    groups: str | Path | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Duplicate-aware stratified k-fold cross-validation over train+val: one run per fold
-    under ``project/name``; returns the summary (mean ± sd, pooled out-of-fold metrics)."""
+    under ``project/name``; returns the summary (mean ± sd, pooled out-of-fold metrics).
+    ``groups`` (a group source, as for :func:`marinelife.split`; paths relative to ``data``)
+    keeps every site/dive/day inside one fold."""
     from marinelife.pipeline.cross_validation import run_cv
 
     config = config or resolve_config(recipe, extra=overrides, where="cv()")
@@ -48,7 +51,7 @@ def cv(
         raise MarineLifeError("folder exists and is not a cv folder", path=out,
                               fix="choose another --name")  # fmt: skip
     return run_cv(Path(data), config, folds=folds, out_dir=out, runs_dir=project,
-                  inner_val=inner_val)  # fmt: skip
+                  inner_val=inner_val, groups=groups)  # fmt: skip
 
 
 def explain(

@@ -38,6 +38,15 @@ class Run:
         return json.loads(path.read_text("utf-8")) if path.is_file() else {}
 
     @property
+    def evals(self) -> dict[str, dict[str, Any]]:
+        """Evaluations of other datasets, ``RUN/evals/<dataset>-<split>.json`` by file stem:
+        each with its ``data`` path, ``data_fingerprint`` and metrics (never the run's own
+        ``test_metrics``, which stays the training data's)."""
+        from marinelife.evaluate.evals import read_evals
+
+        return {ev.name: ev.metrics for ev in read_evals(self.path)}
+
+    @property
     def history(self) -> list[dict[str, Any]]:
         """One dict per epoch from ``metrics.csv`` (stage, losses, accuracies, lr, seconds)."""
         from marinelife.evaluate.rundata import read_history
@@ -61,12 +70,19 @@ class Run:
         split: str = "test",
         tta: str | None = None,
         report: bool = False,
+        by_group: str | Path | None = None,
     ) -> dict[str, Any]:
-        """Metrics on ``split`` of ``data`` (default: the dataset the run was trained on)."""
+        """Metrics on ``split`` of ``data`` (default: the dataset the run was trained on).
+
+        On the training data they are the run's own ``<split>_metrics.json``; any other dataset
+        goes to ``RUN/evals/<dataset>-<split>.json`` (see :attr:`evals`), so ``test_metrics``
+        stays the training data's. The returned dict is what was written. ``by_group``: a group
+        source (``"DATA/groups.csv"``, ``"regex:..."``, ``"level:1"``, ``"exif-date"``) adds
+        ``by_group``: accuracy and macro-F1 per site/group with intervals, worst first."""
         from marinelife.evaluate.evaluate_split import run_evaluate
 
         return run_evaluate(self.path, self._data(data), split=split, tta=tta or "none",
-                            report=report)  # fmt: skip
+                            report=report, by_group=by_group)  # fmt: skip
 
     def report(
         self, data: str | Path | None = None, *, embed: bool = False, gradcam: bool = True

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from marinelife.data.hashing import FileRecord, duplicate_groups
+from marinelife.data.hashing import FileRecord, duplicate_groups, group_numbers
 from marinelife.data.image_io import is_image_path
 from marinelife.data.scan import (
     EXPECTED_LAYOUT,
@@ -21,6 +21,7 @@ from marinelife.data.scan import (
     split_folders,
 )
 from marinelife.errors import MarineLifeError
+from marinelife.logutil import plural
 
 TOO_SMALL = "too-small"
 # Layout problem kinds (the file-level kinds live in hashing.py).
@@ -183,7 +184,11 @@ def build_report(inv: Inventory, records: list[FileRecord], *, min_size: int) ->
         values = [counts[split][c] for c in real]
         imbalance[split] = round(max(values) / min(values), 2) if values and min(values) else None
     groups = []
-    for k, group in enumerate(duplicate_groups(records), start=1):
+    found = duplicate_groups(records)
+    # split's rule (hashing.group_numbers): run on the same folder, both name a group alike.
+    keys = [_rel(e.path, root) for e in inv.images]
+    numbers = group_numbers([g.indices for g in found], keys)
+    for k, group in sorted(zip(numbers, found), key=lambda pair: pair[0]):
         members = [inv.images[i] for i in group.indices]
         splits = sorted({m.split for m in members}, key=_split_order)
         labels = sorted({m.label for m in members})
@@ -250,7 +255,7 @@ def format_report(report: dict) -> str:
     s = report["summary"]
     lines = [
         f"{report['root']}: {report['layout']} layout ({', '.join(report['splits'])}), "
-        f"{len(report['classes'])} classes, {report['images']:,} image files, "
+        f"{plural(len(report['classes']), 'class')}, {plural(report['images'], 'image file')}, "
         f"{report['readable']:,} readable",
         "",
         *format_count_table(report["counts"], report["classes"]),
@@ -296,7 +301,8 @@ def format_report(report: dict) -> str:
         names = ", ".join(f["path"] for f in report["ignored_files"][:5])
         more = len(report["ignored_files"]) - 5
         lines.append(
-            f"Ignored {len(report['ignored_files'])} files (not images, or outside class folders): "
+            f"Ignored {plural(len(report['ignored_files']), 'file')} (not images, or outside class "
+            "folders): "
             f"{names}" + (f", ... {more} more" if more > 0 else "")
         )
     lines.append("")

@@ -8,7 +8,9 @@ these functions.
 
 from __future__ import annotations
 
+import functools
 import textwrap
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from PIL import Image, ImageOps
 from marinelife.data.image_io import load_image
 from marinelife.data.scan import DatasetLayout, Sample
 from marinelife.errors import ImageDecodeError
+from marinelife.logutil import plural
 
 SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c", "all": "#1f77b4"}
 _DPI = 110
@@ -78,10 +81,47 @@ def _mosaic_figure(
     return _save(fig, path)
 
 
-def _save(fig: Figure, path: Path) -> Path:
+# Matplotlib's default font has no CJK (or Arabic, Hebrew, Thai…) glyphs, so a photo or class
+# named in them would print "Glyph 29642 missing from font(s) DejaVu Sans" for every figure.
+# Fonts with those scripts are used when installed (matplotlib falls back glyph by glyph);
+# without one the glyph is drawn as a box, and the warning, which a user cannot act on, is not.
+_FALLBACK_FONTS = (
+    "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR",
+    "Source Han Sans", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback",
+    "IPAGothic", "IPAexGothic", "AR PL UMing CN", "Noto Sans", "Noto Sans Arabic",
+    "Noto Sans Hebrew", "Noto Sans Thai", "Arial Unicode MS",
+)  # fmt: skip
+_MISSING_GLYPH = r"Glyph \d+ .*missing from"
+
+
+@functools.cache
+def font_family() -> tuple[str, ...]:
+    """The default sans-serif font, then every installed font of _FALLBACK_FONTS."""
+    from matplotlib import font_manager, rcParams
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    first = [name for name in rcParams["font.sans-serif"] if name in installed][:1]
+    return (*first, *(name for name in _FALLBACK_FONTS if name in installed)) or ("sans-serif",)
+
+
+def save_figure(fig: Figure, path: Path, *, dpi: int = _DPI, tight: bool = True) -> Path:
+    """Write ``fig`` as a PNG: text in fonts that cover the scripts installed fonts can show,
+    and no missing-glyph warning for the rest (drawn as boxes)."""
+    from matplotlib.text import Text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    family = list(font_family())
+    for text in fig.findobj(Text):
+        if text.get_fontfamily() in (["sans-serif"], ["DejaVu Sans"]):
+            text.set_fontfamily(family)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_MISSING_GLYPH)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight else None)
     return path
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    return save_figure(fig, path)
 
 
 def _totals(layout: DatasetLayout) -> dict[str, int]:
@@ -108,7 +148,8 @@ def plot_class_distribution(layout: DatasetLayout, path: Path) -> Path:
     ax.axvline(mean, color="grey", linestyle="--", linewidth=1, label=f"mean {mean:.0f}")
     ax.set_xlabel("images")
     ratio = max(counts) / max(1, min(counts))
-    ax.set_title(f"Images per class ({sum(counts)} images, {len(names)} classes, "
+    ax.set_title(f"Images per class ({plural(sum(counts), 'image')}, "
+                 f"{plural(len(names), 'class')}, "
                  f"largest/smallest = {ratio:.1f}x)")  # fmt: skip
     ax.legend(loc="lower right", fontsize=8)
     ax.margins(x=0.1)
@@ -217,7 +258,7 @@ def plot_image_sizes(sizes: Sequence[tuple[int, int]], path: Path, *, note: str 
     right.set_xlabel("width (px)")
     right.set_ylabel("height (px)")
     right.set_title("Width vs height (dashed: square)")
-    fig.suptitle(f"Image sizes ({len(sizes)} images{note})")
+    fig.suptitle(f"Image sizes ({plural(len(sizes), 'image')}{note})")
     return _save(fig, path)
 
 

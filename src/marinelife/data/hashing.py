@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import imagehash
 import numpy as np
@@ -249,6 +250,21 @@ def duplicate_components(records: Sequence[FileRecord]) -> list[tuple[int, ...]]
     for k, label in enumerate(labels):
         members.setdefault(int(label), []).append(usable[k])
     return sorted((tuple(v) for v in members.values()), key=lambda g: g[0])
+
+
+def group_numbers(components: Sequence[Sequence[int]], keys: Sequence[Any]) -> list[int]:
+    """A number per component, the one rule `check` and `split` share so that "group 3" names
+    the same photos in both: duplicate groups (2+ members) first, numbered from 1 in the order
+    of their smallest key (the photo's path relative to the folder given), then single photos.
+    """
+    order = sorted(
+        range(len(components)),
+        key=lambda c: (len(components[c]) < 2, min(keys[i] for i in components[c])),
+    )
+    numbers = [0] * len(components)
+    for number, c in enumerate(order, start=1):
+        numbers[c] = number
+    return numbers
 
 
 def duplicate_groups(records: Sequence[FileRecord]) -> list[DuplicateGroup]:

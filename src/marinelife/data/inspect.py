@@ -1,12 +1,15 @@
 """`marinelife inspect DATA`: a summary table on stdout and dataset figures as PNGs.
 
-The figures go next to the dataset (``DATA-inspect/``), never inside it: the user's photo folder
-is only ever read. ``--augmented`` runs a recipe's real training transform on a few photos, so
-what is shown is exactly what the network will be fed.
+The figures go under the current folder (``./inspect/<dataset name>/``, or ``--out``), never into
+or beside the dataset: the user's photo folder and its parent are only ever read. ``--augmented``
+runs a recipe's real training transform on a few photos, so what is shown is exactly what the
+network will be fed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from marinelife.data import figures
 from marinelife.data.image_io import load_image_array
 from marinelife.data.scan import DatasetLayout, Sample, scan_dataset
 from marinelife.errors import ImageDecodeError, MarineLifeError
+from marinelife.logutil import plural
 
 # Header reads are cheap but not free on network drives; a random sample shows the distribution.
 MAX_SIZE_SAMPLES = 5000
@@ -25,8 +29,23 @@ _EXIF_ORIENTATION = 0x0112
 _ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
+DEFAULT_PARENT = Path("inspect")  # under the current folder, never beside the user's data
+_RECORD = "inspect.json"  # which dataset a default output folder belongs to
+
+
 def default_out_dir(data: Path) -> Path:
-    return data.parent / f"{data.name}-inspect"
+    """``./inspect/<dataset name>``; a second dataset of the same name gets ``<name>-<hash>``
+    instead of replacing the first one's figures."""
+    resolved = Path(data).expanduser().resolve()
+    out = DEFAULT_PARENT / (resolved.name or "dataset")
+    try:
+        owner = json.loads((out / _RECORD).read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    if owner is not None and owner != str(resolved):
+        tag = hashlib.sha256(str(resolved).encode("utf-8")).hexdigest()[:8]
+        out = DEFAULT_PARENT / f"{resolved.name}-{tag}"
+    return out
 
 
 def _check_out_dir(data: Path, out: Path) -> None:
@@ -35,7 +54,8 @@ def _check_out_dir(data: Path, out: Path) -> None:
         raise MarineLifeError(
             "output folder is inside the dataset folder",
             path=out,
-            fix=f"choose a folder outside {data} (default: {default_out_dir(data)})",
+            fix=f"choose a folder outside {data} with --out (or run from another folder: the "
+            "default is ./inspect/NAME)",
         )
     if out.exists() and not out.is_dir():
         raise MarineLifeError("output path is a file", path=out, fix="choose a folder")
@@ -97,7 +117,10 @@ def _augmented_figure(layout: DatasetLayout, recipe: str, path: Path) -> Path:
 
     config = _train_config(recipe)
     preprocess = preprocess_config_for_architecture(
-        config.architecture, input_size=config.input_size, denoise=config.denoise
+        config.architecture,
+        input_size=config.input_size,
+        denoise=config.denoise,
+        enhance=config.enhance,
     )
     train_tf = build_train_transform(config.augment, preprocess, seed=config.seed)
     eval_tf = build_eval_transform(preprocess)
@@ -120,7 +143,7 @@ def _augmented_figure(layout: DatasetLayout, recipe: str, path: Path) -> Path:
     aug = config.augment
     title = (
         f"Recipe '{config.recipe}' ({config.architecture}, {preprocess.input_size} px, "
-        f"denoise={preprocess.denoise.name}, augmentation "
+        f"enhance={preprocess.enhance.name}, denoise={preprocess.denoise.name}, augmentation "
         f"{'on' if aug.enabled else 'off'})"
     )
     return figures.plot_augmented_samples(
@@ -129,19 +152,23 @@ def _augmented_figure(layout: DatasetLayout, recipe: str, path: Path) -> Path:
 
 
 def run_inspect(
-    data: Path, *, out: Path | None = None, augmented: bool = False, recipe: str = "two-stage"
+    data: Path, *, out: Path | None = None, augmented: bool = False, recipe: str = "two-stage-lite"
 ) -> Path:
     """Print the class × split table and write the dataset figures; returns the output folder."""
     data = Path(data).expanduser()
     layout = scan_dataset(data)
-    out = Path(out).expanduser() if out is not None else default_out_dir(data)
+    chosen = out is not None
+    out = Path(out).expanduser() if chosen else default_out_dir(data)
     _check_out_dir(data, out)
     if augmented:
         _train_config(recipe)  # a bad recipe name fails before any work is done
     out.mkdir(parents=True, exist_ok=True)
+    if not chosen:  # so the next dataset of the same name gets its own default folder
+        record = json.dumps({"data": str(data.resolve())}, ensure_ascii=False)
+        (out / _RECORD).write_text(record + "\n", encoding="utf-8")
 
-    print(f"{data}: {len(layout.classes)} classes, "
-          f"{sum(len(v) for v in layout.splits.values())} images"
+    print(f"{data}: {plural(len(layout.classes), 'class')}, "
+          f"{plural(sum(len(v) for v in layout.splits.values()), 'image')}"
           + (" (flat folder, no splits)" if layout.flat else ""))  # fmt: skip
     print(summary_table(layout))
 

@@ -1,15 +1,16 @@
 """The one preprocessing function shared by evaluation, predict, export checks and serve.
 
 decode (:func:`~marinelife.data.image_io.load_image`: EXIF, any mode → RGB) → resize the shorter
-side to ``input_size / crop_pct`` → denoise → centre-crop ``input_size`` → normalise → float32 CHW.
+side to ``input_size / crop_pct`` → enhance → denoise → centre-crop ``input_size`` → normalise →
+float32 CHW.
 
 Resize and crop follow timm's eval transform exactly (torchvision ``Resize`` on a PIL image, then
 ``CenterCrop``), with the model's own mean/std/interpolation/crop_pct from
 ``timm.data.resolve_data_config``, so a pretrained backbone sees what it was trained on.
 
-Denoising runs *after* the resize, at the network's working scale: filter sizes then mean the
-same thing for a 400 px crop and a 24 MP photo, JPEG draft decoding (which already shrinks big
-photos) cannot change what the filter does, and non-local means stays cheap.
+Enhancement and denoising run *after* the resize, at the network's working scale: filter sizes
+then mean the same thing for a 400 px crop and a 24 MP photo, JPEG draft decoding (which already
+shrinks big photos) cannot change what the filters do, and non-local means stays cheap.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from marinelife.config import DenoiseConfig
-from marinelife.data.denoise import apply_denoise, resolve_denoise_params
+from marinelife.config import DenoiseConfig, EnhanceConfig
+from marinelife.data.filters import FILTER_KEYS, apply_filters, filter_from_dict, resolved_filter
 from marinelife.data.image_io import load_image, to_rgb
 from marinelife.errors import MarineLifeError
 
@@ -41,7 +42,7 @@ INTERPOLATIONS: dict[str, Image.Resampling] = {
 # Bounds that reject a hostile or corrupt model.json before it can allocate gigabytes.
 _MIN_SIZE, _MAX_SIZE = 8, 4096
 _MIN_CROP_PCT = 0.25
-_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "denoise")
+_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "denoise", "enhance")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class PreprocessConfig:
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
 
     def __post_init__(self) -> None:
         # Validated on every construction, so no code path can hold an unusable config.
@@ -83,12 +85,8 @@ class PreprocessConfig:
                 f"{where}: crop_pct={crop!r} must be a number from {_MIN_CROP_PCT} to 1"
             )
         object.__setattr__(self, "crop_pct", float(crop))
-        if not isinstance(self.denoise, DenoiseConfig):
-            raise MarineLifeError(f"{where}: denoise must be a DenoiseConfig")
-        # A private copy with every parameter resolved: later edits to the caller's DenoiseConfig
-        # cannot change this config, and model.json records the exact filter values used.
-        params = resolve_denoise_params(self.denoise)
-        object.__setattr__(self, "denoise", DenoiseConfig(self.denoise.name, dict(params)))
+        for key in FILTER_KEYS:  # resolved private copies: model.json records exact values
+            object.__setattr__(self, key, resolved_filter(key, getattr(self, key), where))
 
     @property
     def scale_size(self) -> int:
@@ -101,7 +99,7 @@ class PreprocessConfig:
         return (self.scale_size, self.scale_size)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "input_size": self.input_size,
             "mean": list(self.mean),
             "std": list(self.std),
@@ -109,6 +107,12 @@ class PreprocessConfig:
             "crop_pct": self.crop_pct,
             "denoise": {"name": self.denoise.name, "params": dict(self.denoise.params)},
         }
+        # Written only when on: a bundle without enhancement stays exactly as before (older
+        # releases load it, feature-cache keys are unchanged), while one with it is refused by
+        # an older release (unknown key) instead of being silently run without it.
+        if self.enhance.name != "none":
+            data["enhance"] = {"name": self.enhance.name, "params": dict(self.enhance.params)}
+        return data
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
@@ -121,10 +125,10 @@ class PreprocessConfig:
             raise MarineLifeError(
                 f"{where}: unknown key {unknown[0]!r}", fix=f"valid keys: {', '.join(_KEYS)}"
             )
-        missing = [k for k in _KEYS[:-1] if k not in d]
+        missing = [k for k in _KEYS if k not in d and k not in FILTER_KEYS]
         if missing:
             raise MarineLifeError(f"{where}: missing key {missing[0]!r}")
-        denoise = _denoise_from(d.get("denoise", {"name": "none", "params": {}}))
+        filters = {key: filter_from_dict(d.get(key, {}), key, where) for key in FILTER_KEYS}
         interpolation = d["interpolation"]
         if not isinstance(interpolation, str):
             raise MarineLifeError(f"{where}: interpolation must be a string")
@@ -134,7 +138,7 @@ class PreprocessConfig:
             std=d["std"],
             interpolation=interpolation,
             crop_pct=d["crop_pct"],
-            denoise=denoise,
+            **filters,
         )
 
 
@@ -155,17 +159,6 @@ def _triple(value: Any, name: str, *, positive: bool) -> tuple[float, float, flo
     return (out[0], out[1], out[2])
 
 
-def _denoise_from(value: Any) -> DenoiseConfig:
-    where = "preprocessing config"
-    if not isinstance(value, dict) or set(value) - {"name", "params"}:
-        raise MarineLifeError(f"{where}: denoise must be a mapping with 'name' and 'params'")
-    name = value.get("name", "none")
-    params = value.get("params") or {}
-    if not isinstance(name, str) or not isinstance(params, dict):
-        raise MarineLifeError(f"{where}: denoise name must be a string and params a mapping")
-    return DenoiseConfig(name=name, params={str(k): v for k, v in params.items()})
-
-
 def _timm_config_owner(model: torch.nn.Module) -> torch.nn.Module:
     # A classifier wrapping a timm backbone: the backbone carries the pretrained data config.
     if getattr(model, "pretrained_cfg", None):
@@ -177,17 +170,25 @@ def _timm_config_owner(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def preprocess_config_for_model(
-    model: torch.nn.Module, *, input_size: int = 0, denoise: DenoiseConfig | None = None
+    model: torch.nn.Module,
+    *,
+    input_size: int = 0,
+    denoise: DenoiseConfig | None = None,
+    enhance: EnhanceConfig | None = None,
 ) -> PreprocessConfig:
-    """The model's own data config (timm) plus our denoise choice; ``input_size=0``: its default."""
+    """The model's own data config (timm) plus our filter choices; ``input_size=0``: its default."""
     import timm.data
 
     data = timm.data.resolve_data_config(_size_args(input_size), model=_timm_config_owner(model))
-    return _from_timm_data_config(data, input_size, denoise)
+    return _from_timm_data_config(data, input_size, denoise, enhance)
 
 
 def preprocess_config_for_architecture(
-    architecture: str, *, input_size: int = 0, denoise: DenoiseConfig | None = None
+    architecture: str,
+    *,
+    input_size: int = 0,
+    denoise: DenoiseConfig | None = None,
+    enhance: EnhanceConfig | None = None,
 ) -> PreprocessConfig:
     """Like :func:`preprocess_config_for_model` from a timm name, without building the model."""
     import timm
@@ -201,11 +202,13 @@ def preprocess_config_for_architecture(
                 f"unknown architecture {architecture!r}", fix="use a timm model name"
             )
         model = timm.create_model(architecture, pretrained=False, num_classes=0)
-        return preprocess_config_for_model(model, input_size=input_size, denoise=denoise)
+        return preprocess_config_for_model(
+            model, input_size=input_size, denoise=denoise, enhance=enhance
+        )
     data = timm.data.resolve_data_config(
         _size_args(input_size), pretrained_cfg=pretrained_cfg.to_dict()
     )
-    return _from_timm_data_config(data, input_size, denoise)
+    return _from_timm_data_config(data, input_size, denoise, enhance)
 
 
 def _size_args(input_size: int) -> dict[str, Any]:
@@ -213,7 +216,10 @@ def _size_args(input_size: int) -> dict[str, Any]:
 
 
 def _from_timm_data_config(
-    data: dict[str, Any], input_size: int, denoise: DenoiseConfig | None
+    data: dict[str, Any],
+    input_size: int,
+    denoise: DenoiseConfig | None,
+    enhance: EnhanceConfig | None = None,
 ) -> PreprocessConfig:
     _, height, width = data["input_size"]
     return PreprocessConfig(
@@ -223,6 +229,7 @@ def _from_timm_data_config(
         interpolation=str(data["interpolation"]),
         crop_pct=float(data["crop_pct"]),
         denoise=dataclasses.replace(denoise) if denoise else DenoiseConfig(),
+        enhance=dataclasses.replace(enhance) if enhance else EnhanceConfig(),
     )
 
 
@@ -346,8 +353,8 @@ CROPS = ("center", "five")
 def preprocess_views(
     image: Image.Image | np.ndarray, config: PreprocessConfig, *, crops: str = "center"
 ) -> torch.Tensor:
-    """The eval-time path, one order for every use: RGB → resize → denoise → crop(s) →
-    normalise → float32 ``[views, 3, S, S]``.
+    """The eval-time path, one order for every use: RGB → resize → enhance → denoise → crop(s)
+    → normalise → float32 ``[views, 3, S, S]``.
 
     ``crops="center"`` is the single centre crop every prediction uses; ``"five"`` adds the
     four corners (five-crop test-time augmentation), so it needs the whole resized photo.
@@ -362,8 +369,9 @@ def preprocess_views(
     else:
         resized = resize_shorter_side(rgb, config.scale_size, config.interpolation)
     array = np.asarray(resized, dtype=np.uint8)
-    # Denoise before cropping so the filter sees real neighbours at the crop's edges.
-    array = apply_denoise(array, config.denoise)
+    # Filter before cropping so the filters see real neighbours at the crop's edges and the
+    # enhancement's statistics are those of the whole photo, as in training.
+    array = apply_filters(array, config.enhance, config.denoise)
     windows = (
         [center_crop(array, config.input_size)]
         if crops == "center"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import unicodedata
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,37 @@ def find_images(folder: Path) -> list[Path]:
     else:
         warn_skipped(folder, skipped)
     return sorted(found)
+
+
+def iter_files(folder: Path, keep: Callable[[Path], bool], *, warn: bool = True) -> Iterator[Path]:
+    """Files under ``folder`` for which ``keep(path)`` holds, streamed in :func:`find_images`'s
+    order (sorted paths), hidden files and folders skipped; the rest named in one warning
+    (unless ``warn=False``).
+
+    Only the listings of the folders being walked are in memory, so a survey tree of 100k+
+    photos never becomes a list. Symlinked folders are not entered (a link back up the tree
+    would never end).
+    """
+    skipped: Counter = Counter()
+
+    def walk(directory: Path) -> Iterator[Path]:
+        with os.scandir(directory) as listing:
+            entries = [e for e in listing if not is_hidden(Path(e.name))]
+        # By name, each folder's files where its name falls: sorted() of Paths (part by part).
+        entries.sort(key=lambda e: e.name)
+        for entry in entries:
+            path = directory / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                yield from walk(path)
+            elif entry.is_file():
+                if keep(path):
+                    yield path
+                elif path.suffix.lower() not in _NOT_PHOTOS:
+                    skipped[path.suffix.lower() or "(no extension)"] += 1
+
+    yield from walk(folder)
+    if warn:
+        warn_skipped(folder, skipped)
 
 
 def warn_skipped(folder: Path, skipped: Counter) -> None:

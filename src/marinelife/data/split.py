@@ -1,25 +1,31 @@
 """`marinelife split`: stratified, deterministic, duplicate-aware train/val/test split.
 
 Exact and near-duplicate groups (see :mod:`marinelife.data.hashing`) stay inside one split, so a
-photo and its resized or grey copy can never sit on both sides of an evaluation. Groups whose
-members carry different class labels are left out and reported, as are unreadable files. The source
-folder is only read; the result is written next to DST and renamed into place when complete.
+photo and its resized or grey copy can never sit on both sides of an evaluation. With ``groups``
+(sites, dives, days; :mod:`marinelife.data.groups`) whole groups are placed instead, joined with
+the duplicate groups (:mod:`marinelife.data.group_split`). Groups whose members carry different
+class labels are left out and reported, as are unreadable files. The source folder is only read;
+the result is written next to DST and renamed into place when complete. ``split_report.json`` in
+DST says how far each split's class mix is from the whole.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
 import shutil
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from marinelife.data import group_split as gs
 from marinelife.data.check import (
     EMPTY_CLASS,
     UNREADABLE_FOLDER,
@@ -27,7 +33,8 @@ from marinelife.data.check import (
     discover,
     format_count_table,
 )
-from marinelife.data.hashing import FileRecord, analyze_files, duplicate_components
+from marinelife.data.groups import GroupSource, parse_group_source, resolve_groups
+from marinelife.data.hashing import FileRecord, analyze_files, duplicate_components, group_numbers
 from marinelife.data.scan import SPLITS
 from marinelife.errors import MarineLifeError
 
@@ -46,6 +53,7 @@ class Assignment:
     group: int | None
     split: str | None
     reason: str = ""
+    user_group: str | None = None  # from --groups
 
 
 def _targets(n: int, fractions: dict[str, float]) -> dict[str, int]:
@@ -99,9 +107,16 @@ def plan_split(
     val: float,
     test: float,
     seed: int,
+    groups: Sequence[str] | None = None,
 ) -> list[Assignment]:
-    """Assign every image (``entries`` sorted by path) to a split, or leave it out with a reason."""
+    """Assign every image (``entries`` sorted by path) to a split, or leave it out with a reason.
+
+    ``groups`` (one name per entry) keeps each group, joined with its duplicates, in one split.
+    """
     components = duplicate_components(records)
+    # The group number shown (split.csv, messages) follows check's rule: entries are sorted by
+    # relative path, so an entry's index orders like its path does.
+    number = group_numbers(components, range(len(entries)))
     group_of: dict[int, int] = {}
     for gid, comp in enumerate(components):
         for i in comp:
@@ -111,16 +126,20 @@ def plan_split(
         classes = sorted({entries[i].label for i in comp})
         if len(classes) > 1:
             conflicting[gid] = (
-                f"duplicate group {gid} has conflicting labels ({', '.join(classes)})"
+                f"duplicate group {number[gid]} has conflicting labels ({', '.join(classes)})"
             )
     kept = [gid for gid in range(len(components)) if gid not in conflicting]
-    splits = assign_groups(
-        [entries[components[g][0]].label for g in kept],
-        [len(components[g]) for g in kept],
-        val=val,
-        test=test,
-        seed=seed,
-    )
+    if groups is None:
+        splits = assign_groups(
+            [entries[components[g][0]].label for g in kept],
+            [len(components[g]) for g in kept],
+            val=val,
+            test=test,
+            seed=seed,
+        )
+    else:
+        splits = gs.split_components([components[g] for g in kept], [e.label for e in entries],
+                                     groups, val=val, test=test, seed=seed)  # fmt: skip
     split_of = dict(zip(kept, splits))
     plan = []
     for i, (entry, rec) in enumerate(zip(entries, records)):
@@ -131,10 +150,11 @@ def plan_split(
             plan.append(Assignment(entry, rec, None, None, reason))
             continue
         gid = group_of[i]
+        user = groups[i] if groups is not None else None
         if gid in conflicting:
-            plan.append(Assignment(entry, rec, gid, None, conflicting[gid]))
+            plan.append(Assignment(entry, rec, number[gid], None, conflicting[gid], user))
         else:
-            plan.append(Assignment(entry, rec, gid, split_of[gid]))
+            plan.append(Assignment(entry, rec, number[gid], split_of[gid], user_group=user))
     return plan
 
 
@@ -162,14 +182,26 @@ def check_destination(dst: Path, src: Path | None = None) -> None:
         )
 
 
-def _check_class_sizes(plan: list[Assignment], src: Path, active: list[str]) -> None:
+def _check_class_sizes(
+    plan: list[Assignment], src: Path, active: list[str], grouped: bool = False
+) -> None:
     have: dict[str, Counter] = {}
     for a in plan:
         if a.split is not None:
             have.setdefault(a.entry.label, Counter())[a.split] += 1
     for label in sorted({a.entry.label for a in plan} - set(have)):
         log.warning("class '%s' has no usable images and is left out of the split", label)
-    short = sorted(c for c, n in have.items() if any(n[s] == 0 for s in active))
+    # With --groups a class seen at one site only cannot be in every split: that is the honest
+    # answer (warned in the summary); only a class missing from train cannot be evaluated at all.
+    needed = ["train"] if grouped else active
+    short = sorted(c for c, n in have.items() if any(n[s] == 0 for s in needed))
+    if short and grouped:
+        names = ", ".join(f"'{c}'" for c in short[:5])
+        raise MarineLifeError(
+            f"no group could bring class {names} into train (its groups fill the other splits)",
+            path=src,
+            fix="add photos of it from more groups, remove its folder, or use coarser --groups",
+        )
     if short:
         names = ", ".join(f"'{c}' ({sum(have[c].values())})" for c in short[:5])
         raise MarineLifeError(
@@ -220,7 +252,12 @@ class _Placer:
 
 
 def _write(
-    plan: list[Assignment], names: list[str | None], src: Path, dst: Path, mode: str
+    plan: list[Assignment],
+    names: list[str | None],
+    src: Path,
+    dst: Path,
+    mode: str,
+    extras: dict[str, str] | None = None,
 ) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
@@ -241,6 +278,8 @@ def _write(
         _write_csv(tmp / "split.csv", SPLIT_CSV_COLUMNS, rows)
         if excluded:
             _write_csv(tmp / "excluded.csv", EXCLUDED_CSV_COLUMNS, excluded)
+        for file_name, text in (extras or {}).items():
+            (tmp / file_name).write_text(text, encoding="utf-8")
         if dst.exists():
             dst.rmdir()  # checked empty before; rename cannot replace a folder otherwise
         tmp.rename(dst)
@@ -271,11 +310,16 @@ def run_split(
     test: float = 0.15,
     seed: int = 42,
     mode: str = "copy",
+    groups: str | Path | GroupSource | None = None,
 ) -> Path:
-    """Split ``SRC/CLASS/*`` (or pool an existing ``SRC/{train,val,test}/CLASS/*``) into DST."""
+    """Split ``SRC/CLASS/*`` (or pool an existing ``SRC/{train,val,test}/CLASS/*``) into DST.
+
+    ``groups``: a group source (:mod:`marinelife.data.groups`); each group stays in one split.
+    """
     if mode not in ("copy", "link"):
         raise MarineLifeError(f"unknown split mode {mode!r}", fix="use 'copy' or 'link'")
     _check_fractions(val, test)
+    source = parse_group_source(groups) if groups is not None else None
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     inv = discover(src)
     check_destination(dst, src)
@@ -284,16 +328,27 @@ def run_split(
         if problem.kind in (EMPTY_CLASS, UNREADABLE_FOLDER):
             log.warning("%s: %s (skipped)", problem.path, problem.message)
     entries = sorted(inv.images, key=lambda e: e.path.relative_to(src).as_posix())
+    # Groups before hashing: a bad CSV or pattern fails in a second, not after reading every image.
+    user = resolve_groups(source, src, [e.path for e in entries]) if source else None
     records = analyze_files([e.path for e in entries], desc="split: reading images")
-    plan = plan_split(entries, records, val=val, test=test, seed=seed)
+    plan = plan_split(entries, records, val=val, test=test, seed=seed, groups=user)
     active = [s for s, f in (("train", 1.0), ("val", val), ("test", test)) if f > 0]
-    _check_class_sizes(plan, src, active)
-    _write(plan, _dest_names(plan), src, dst, mode)
-    _print_summary(plan, src, dst, active)
+    _check_class_sizes(plan, src, active, grouped=source is not None)
+    names = _dest_names(plan)
+    split_of, labels = [a.split for a in plan], [a.entry.label for a in plan]
+    report = gs.split_report(source, split_of, labels, user)
+    extras = {gs.REPORT_FILE: json.dumps(report, indent=1, ensure_ascii=False) + "\n"}
+    if user is not None:
+        rows = [(n, a.user_group) for a, n in zip(plan, names) if n is not None]
+        extras[gs.GROUPS_FILE] = gs.groups_csv_text(rows)
+    _write(plan, names, src, dst, mode, extras)
+    _print_summary(plan, src, dst, active, report)
     return dst
 
 
-def _print_summary(plan: list[Assignment], src: Path, dst: Path, active: list[str]) -> None:
+def _print_summary(
+    plan: list[Assignment], src: Path, dst: Path, active: list[str], report: dict | None = None
+) -> None:
     counts = {s: Counter() for s in SPLITS if s in active}
     for a in plan:
         if a.split is not None:
@@ -306,6 +361,9 @@ def _print_summary(plan: list[Assignment], src: Path, dst: Path, active: list[st
     if grouped:
         multi = sum(1 for n in sizes.values() if n > 1)
         lines.append(f"{grouped} images in {multi} duplicate groups were kept inside one split.")
+    if report:
+        lines += gs.summary_lines(report, [a.split for a in plan], [a.entry.label for a in plan],
+                                  dst)  # fmt: skip
     left_out = [a for a in plan if a.split is None]
     if left_out:
         lines.append(f"Left out {len(left_out)} files (listed in {dst / 'excluded.csv'}):")

@@ -1,13 +1,14 @@
 """Train and eval transforms on ``HxWx3`` uint8 RGB arrays → normalised float32 CHW tensors.
 
 Train: resize the whole photo to ``input_size x input_size`` (as Keras ``flow_from_directory``
-did, no crop) → denoise → Keras-equivalent augmentation (Albumentations) → normalise.
+did, no crop) → enhance → denoise → Keras-equivalent augmentation (Albumentations) → normalise.
 Eval: exactly :func:`marinelife.data.preprocess.preprocess_image`.
 
-Why denoise comes before augmentation: the filter is meant to remove the photo's own noise
-(sensor grain, suspended particles), and at eval/predict time it only ever sees un-augmented
-photos. Filtering after augmentation would instead smooth the affine warp's interpolation, the
-reflected borders and the colour shifts, so the network would learn on a filter response it never
+Why the filters come before augmentation: they correct the photo's own defects (the denoiser its
+noise: sensor grain, suspended particles; the enhancement its colour cast and flat contrast), and
+at eval/predict time they only ever see un-augmented photos. Filtering after augmentation would
+instead smooth the affine warp's interpolation, the reflected borders and the colour shifts (and
+white-balance the channel shift away), so the network would learn on a filter response it never
 meets in deployment. (The Keras original ran its ``preprocessing_function`` after augmentation.)
 
 The transforms are plain classes, so they pickle into DataLoader workers; each worker reseeds
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from marinelife.config import AugmentConfig
-from marinelife.data.denoise import apply_denoise
+from marinelife.data.filters import apply_filters
 from marinelife.data.preprocess import (
     INTERPOLATIONS,
     PreprocessConfig,
@@ -112,7 +113,7 @@ class EvalTransform:
 
 
 class TrainTransform:
-    """Array → resize to ``input_size`` square → denoise → augmentation → normalised tensor."""
+    """Array → resize to ``input_size`` square → enhance → denoise → augmentation → tensor."""
 
     def __init__(self, augment: AugmentConfig, config: PreprocessConfig, seed: int | None = None):
         self.augment = augment
@@ -144,7 +145,8 @@ class TrainTransform:
         size = self.config.input_size
         rgb = as_rgb_image(image)
         resized = rgb.resize((size, size), INTERPOLATIONS[self.config.interpolation])
-        array = apply_denoise(np.asarray(resized, dtype=np.uint8), self.config.denoise)
+        array = np.asarray(resized, dtype=np.uint8)
+        array = apply_filters(array, self.config.enhance, self.config.denoise)
         array = self.pipeline(image=array)["image"]
         return to_normalised_tensor(array, self.config.mean, self.config.std)
 

@@ -22,6 +22,7 @@ import numpy as np
 from marinelife.data.scan import DatasetLayout, scan_dataset
 from marinelife.errors import MarineLifeError
 from marinelife.evaluate import report_html as rh
+from marinelife.logutil import plural
 
 GALLERY = 30
 
@@ -216,9 +217,9 @@ def run_audit(run_dir: Path, data: Path, *, out: Path | None = None) -> Path:
     shown = rows[: max(int(flagged.sum()), min(GALLERY, int((flagged | disagree).sum())))]
     _write_page(out, run_dir, preds, flagged, shown, duplicates, figures)
     print(
-        f"{int(flagged.sum())} suspected label errors among {len(preds.files)} images "
-        f"({', '.join(sorted(set(preds.source)))}); {len(duplicates)} duplicate groups filed "
-        f"under different classes"
+        f"{plural(int(flagged.sum()), 'suspected label error')} among "
+        f"{plural(len(preds.files), 'image')} ({', '.join(sorted(set(preds.source)))}); "
+        f"{plural(len(duplicates), 'duplicate group')} filed under different classes"
     )
     for row in rows[: min(10, int(flagged.sum()))]:
         print(f"  {row[1]}: labelled {row[3]}, looks like {row[4]} ({row[5]})")
@@ -240,7 +241,8 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> N
 def _write_page(out, run_dir, preds, flagged, rows, duplicates, figures) -> None:
     scope = sorted(set(preds.source))
     body = (
-        f"<p>{int(flagged.sum())} suspected label errors among {len(preds.files)} images "
+        f"<p>{plural(int(flagged.sum()), 'suspected label error')} among "
+        f"{plural(len(preds.files), 'image')} "
         f"predicted out-of-sample ({rh.esc(', '.join(scope))}) by {rh.esc(run_dir)}. "
         "Open <code>label_issues.csv</code> to act on them; no file was changed.</p>"
         + "".join(f'<figure><img src="{p.name}" alt="{p.stem}"></figure>' for p in figures)
@@ -250,7 +252,7 @@ def _write_page(out, run_dir, preds, flagged, rows, duplicates, figures) -> None
             [[r[0], r[1], r[3], r[4], r[5], r[6], r[7]] for r in rows],
             numeric={0, 4, 5},
         )
-        + f"<h3>Duplicates filed under different classes ({len(duplicates)} groups)</h3>"
+        + f"<h3>Duplicates filed under different classes ({plural(len(duplicates), 'group')})</h3>"
         + rh.table(
             ["group", "file", "split", "label"],
             [[k + 1, f, s, lab] for k, g in enumerate(duplicates) for f, s, lab in g],

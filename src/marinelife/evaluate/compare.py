@@ -27,6 +27,7 @@ from marinelife.evaluate.stats import (
     macro_f1_interval,
     mcnemar_exact,
 )
+from marinelife.logutil import plural
 
 SPEED_IMAGES = 32
 SPEED_BATCH = 16
@@ -269,7 +270,8 @@ def write_outputs(c: Comparison, out: Path) -> dict[str, Path]:
         {"accuracy": [(s.accuracy.value, s.accuracy.low, s.accuracy.high) for s in c.runs],
          "macro-F1": [(s.macro_f1.value, s.macro_f1.low, s.macro_f1.high) for s in c.runs]},
         out / "comparison.png",
-        title=f"Test accuracy and macro-F1 with 95% bootstrap intervals ({c.num_images} images)",
+        title="Test accuracy and macro-F1 with 95% bootstrap intervals "
+        f"({plural(c.num_images, 'image')})",
     )  # fmt: skip
     paths = {"png": chart, "md": out / "comparison.md", "html": out / "comparison.html",
              "json": out / "comparison.json"}  # fmt: skip

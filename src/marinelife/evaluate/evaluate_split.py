@@ -1,7 +1,12 @@
-"""Evaluate a model on a split and write ``<split>_metrics.json``; shared by train and evaluate."""
+"""Evaluate a model on a split and write its metrics; shared by train and evaluate.
+
+The training data's result is the run's own ``<split>_metrics.json``; an evaluation of any other
+dataset goes to ``RUN/evals/<dataset>-<split>.json`` (:mod:`marinelife.evaluate.evals`).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -18,9 +23,11 @@ from marinelife.data.preprocess import PreprocessConfig
 from marinelife.data.scan import Sample, scan_dataset
 from marinelife.data.transforms import build_eval_transform
 from marinelife.errors import MarineLifeError
+from marinelife.evaluate.evals import Destination, dataset_record, destination, training_data
 from marinelife.evaluate.metrics import classification_metrics, report_text
 from marinelife.evaluate.tta import check_tta_mode, predict_samples_tta
 from marinelife.fileio import atomic_write_text
+from marinelife.logutil import plural
 from marinelife.models.forward import predict_probs
 
 log = logging.getLogger(__name__)
@@ -67,10 +74,16 @@ def write_split_metrics(
     probs: np.ndarray,
     classes: list[str],
     extra: dict[str, Any] | None = None,
+    *,
+    present: Sequence[int] | None = None,
+    path: Path | None = None,
+    probs_path: Path | None = None,
 ) -> dict[str, Any]:
-    metrics = classification_metrics(targets, probs, classes)
+    """Metrics (+ the probability matrix) to ``path``, by default the run's own
+    ``<split>_metrics.json``; ``present``: the class indices the data has (default: all)."""
+    metrics = classification_metrics(targets, probs, classes, present)
     metrics["split"] = split
-    metrics["classification_report"] = report_text(targets, probs.argmax(1), classes)
+    metrics["classification_report"] = report_text(targets, probs.argmax(1), classes, present)
     # Absolute, so the report's gallery still finds the photos when run from another folder.
     metrics["files"] = [os.path.abspath(s.path) for s in samples]
     metrics["predictions"] = probs.argmax(1).tolist()
@@ -79,8 +92,10 @@ def write_split_metrics(
     if extra:
         metrics.update(extra)
     text = json.dumps(metrics, indent=1, ensure_ascii=False)
-    atomic_write_text(run_dir / f"{split}_metrics.json", text + "\n")
-    save_probs(run_dir / f"{split}_probs.npy", probs)
+    path = path or run_dir / f"{split}_metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text + "\n")
+    save_probs(probs_path or run_dir / f"{split}_probs.npy", probs)
     return metrics
 
 
@@ -93,12 +108,17 @@ def save_probs(path: Path, probs: np.ndarray) -> None:
 
 
 def tta_summary(
-    targets: np.ndarray, plain: np.ndarray, tta: np.ndarray, classes: list[str], mode: str
+    targets: np.ndarray,
+    plain: np.ndarray,
+    tta: np.ndarray,
+    classes: list[str],
+    mode: str,
+    present: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """TTA's headline numbers, and whether it differs from the plain result (exact McNemar)."""
     from marinelife.evaluate.stats import mcnemar_exact
 
-    metrics = classification_metrics(targets, tta, classes)
+    metrics = classification_metrics(targets, tta, classes, present)
     test = mcnemar_exact(plain.argmax(1) == targets, tta.argmax(1) == targets)
     summary = {"mode": mode}
     summary.update({k: v for k, v in metrics.items() if k in ("accuracy", "macro_f1")
@@ -116,8 +136,15 @@ def print_summary(metrics: dict[str, Any], split: str) -> None:
     print(metrics["classification_report"])
     print(
         f"{split} accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-        f"({metrics['num_samples']} images)"
+        f"({plural(metrics['num_samples'], 'image')})"
     )
+    absent = metrics.get("absent_classes")
+    if absent:
+        kept = len(metrics["classes"]) - len(absent)
+        print(
+            f"absent: {len(absent)} of the model's {len(metrics['classes'])} classes have no "
+            f"images in this data ({name_list(absent)}); macro-F1 averages the {kept} present"
+        )
     tta = metrics.get("tta")
     if tta:
         print(
@@ -140,38 +167,127 @@ def _training_extra(path: Path) -> dict[str, Any]:
     return {k: old[k] for k in _TRAINING_KEYS if isinstance(old, dict) and k in old}
 
 
+def name_list(names: Sequence[str], limit: int = 8) -> str:
+    """``a, b, c`` or ``a, b, … and 5 more``: every name up to ``limit``."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def model_class_index(
+    dataset_classes: Sequence[str], model_classes: Sequence[str], data: Path
+) -> tuple[dict[str, int], list[str]]:
+    """Dataset class name → the model's output index, and the model's classes the data lacks.
+
+    A subset of the model's classes is fine (each is scored against the model's full output);
+    a class the model does not know cannot be scored at all, so it is an error naming it.
+    """
+    import difflib
+
+    known = list(model_classes)
+    extra = [c for c in dataset_classes if c not in known]
+    if extra:
+        hints = []
+        for name in extra:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or [
+                k for k in known if k.lower() == name.lower()
+            ]
+            hints.append(f"{name} (the model has {close[0]!r})" if close else name)
+        raise MarineLifeError(
+            f"{len(extra)} of the dataset's classes {'is' if len(extra) == 1 else 'are'} unknown "
+            f"to the model: {name_list(hints)}",
+            path=data,
+            fix=f"rename or remove {'that folder' if len(extra) == 1 else 'those folders'}; the "
+            f"model knows {plural(len(known), 'class')} ({name_list(known)})",
+        )
+    absent = [c for c in known if c not in dataset_classes]
+    return {c: known.index(c) for c in dataset_classes}, absent
+
+
+def _say_where(dest: Destination, run_dir: Path, data: Path) -> None:
+    """Name the file written and whether it replaced anything (only ever its own earlier copy)."""
+    replaced = " (replaced the earlier result of this dataset and split)" if dest.replaces else ""
+    if dest.own:
+        print(f"wrote {dest.metrics} (+ {dest.probs.name}){replaced}")
+        return
+    if dest.note:
+        log.warning("%s", dest.note)
+    own = run_dir / "test_metrics.json"
+    kept = f"; {own} (the training data's result) is unchanged" if own.is_file() else ""
+    print(f"{data} is not the run's training data: wrote {dest.metrics} (+ "
+          f"{dest.probs.name}){replaced}{kept}")  # fmt: skip
+
+
 def run_evaluate(
-    run: Path, data: Path, *, split: str = "test", tta: str = "none", report: bool = True
+    run: Path,
+    data: Path,
+    *,
+    split: str = "test",
+    tta: str = "none",
+    report: bool = True,
+    by_group: str | Path | None = None,
 ) -> dict[str, Any]:
+    """Evaluate ``run`` on ``data``'s ``split``. The training data's result is the run's own
+    ``<split>_metrics.json``; any other dataset goes to ``RUN/evals/`` (see evaluate/evals.py).
+
+    ``by_group``: a group source (:mod:`marinelife.data.groups`): accuracy and macro-F1 per
+    site/group with intervals, stored as ``by_group`` in the metrics JSON."""
+    from marinelife.data.groups import parse_group_source, resolve_groups
     from marinelife.models.bundle import load_bundle
 
     check_tta_mode(tta)
+    source = parse_group_source(by_group) if by_group is not None else None
     model, info = load_bundle(run)
     layout = scan_dataset(data)
     layout.require_splits(split)
-    if list(layout.classes) != list(info.classes):
-        raise MarineLifeError(
-            f"classes differ from the model's ({len(layout.classes)} vs {len(info.classes)})",
-            path=data,
-            fix="evaluate on a dataset with the classes the model was trained on",
-        )
-    samples = evaluable_samples(layout.samples(split), info.preprocess)
+    class_to_index, absent = model_class_index(layout.classes, info.classes, Path(data))
+    present = sorted(class_to_index.values()) if absent else None
+    listed = layout.samples(split)
+    samples = evaluable_samples(listed, info.preprocess)
+    # Before the forward pass, so a bad CSV or pattern fails at once.
+    names = resolve_groups(source, layout.root, [s.path for s in samples]) if source else None
     targets, probs = predict_samples(
-        model, samples, layout.class_to_index, info.preprocess, device=torch.device("cpu")
+        model, samples, class_to_index, info.preprocess, device=torch.device("cpu")
     )
     run_dir = run if Path(run).is_dir() else Path(run).parent
-    extra = _training_extra(run_dir / f"{split}_metrics.json")
+    record = dataset_record(layout.root, listed)
+    dest = destination(run_dir, record, split)
+    extra = _training_extra(dest.metrics) if dest.own else {}
+    extra.update(record)
+    extra["evaluated"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if absent:
+        extra["absent_classes"] = absent
     if tta != "none":
         _, tta_probs = predict_samples_tta(
-            model, samples, layout.class_to_index, info.preprocess, mode=tta,
+            model, samples, class_to_index, info.preprocess, mode=tta,
             device=torch.device("cpu"),
         )  # fmt: skip
-        extra["tta"] = tta_summary(targets, probs, tta_probs, info.classes, tta)
-    metrics = write_split_metrics(run_dir, split, samples, targets, probs, info.classes, extra)
-    print_summary(metrics, split)
-    # The report shows the test split; evaluating val only rebuilds it when there is no test.
-    if report and (split == "test" or not (run_dir / "test_metrics.json").is_file()):
-        from marinelife.evaluate.report import build_report
+        extra["tta"] = tta_summary(targets, probs, tta_probs, info.classes, tta, present)
+    if source is not None:
+        from marinelife.evaluate.by_group import by_group_summary
 
-        print(f"report: {build_report(run_dir, data=layout)}")
+        extra["by_group"] = by_group_summary(source, layout.root, [s.path for s in samples],
+                                             targets, probs.argmax(1), groups=names)  # fmt: skip
+    metrics = write_split_metrics(run_dir, split, samples, targets, probs, info.classes, extra,
+                                  present=present, path=dest.metrics,
+                                  probs_path=dest.probs)  # fmt: skip
+    print_summary(metrics, split)
+    if source is not None:
+        from marinelife.evaluate.by_group import by_group_lines
+
+        print("\n".join(by_group_lines(metrics["by_group"])))
+    _say_where(dest, run_dir, Path(data))
+    if not report:
+        return metrics
+    from marinelife.evaluate.report import build_report
+
+    if dest.own:
+        # The report shows the test split; evaluating val only rebuilds it when there is no test.
+        if split == "test" or not (run_dir / "test_metrics.json").is_file():
+            print(f"report: {build_report(run_dir, data=layout)}")
+    else:
+        # The other dataset gets a section of its own; the dataset section stays the training
+        # data's (when it is still there), so the page never mixes the two up.
+        trained_on = training_data(run_dir)
+        shown = trained_on if trained_on is not None and trained_on.is_dir() else None
+        print(f"report: {build_report(run_dir, data=shown)}")
     return metrics

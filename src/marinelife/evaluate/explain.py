@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from marinelife.data.figures import unnormalise
+from marinelife.data.figures import save_figure, unnormalise
+from marinelife.data.image_io import is_image_path
 from marinelife.data.preprocess import PreprocessConfig, load_and_preprocess
 from marinelife.errors import ImageDecodeError, MarineLifeError
 
@@ -136,9 +137,7 @@ def explain_image(model_path: Path, image: Path, out: Path | None = None,
 
     _require_gradcam()
     model, info = load_bundle(model_path)
-    if target is not None and target not in info.classes:
-        raise MarineLifeError(f"unknown class {target!r}",
-                              fix=f"choose from {', '.join(info.classes)}")  # fmt: skip
+    target = match_class(target, info.classes) if target is not None else None
     tensor = load_and_preprocess(image, info.preprocess)[None]
     cam = GradCam(model, info.preprocess.input_size)
     index = None if target is None else [info.classes.index(target)]
@@ -159,13 +158,38 @@ def explain_image(model_path: Path, image: Path, out: Path | None = None,
                  fontsize=10)  # fmt: skip
     out = out or Path(f"{image.stem}-gradcam.png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110, tight=False)  # fonts for any script, no glyph warnings
     return out
+
+
+def match_class(target: str, classes: list[str]) -> str:
+    """The model's class ``target`` names, ignoring case (``seahorse`` is ``Seahorse``)."""
+    if target in classes:
+        return target
+    folded = [c for c in classes if c.casefold() == target.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    raise MarineLifeError(f"unknown class {target!r}", fix=f"choose from {', '.join(classes)}")
+
+
+def _looks_like_model(path: Path) -> bool:
+    return path.is_dir() or path.suffix.lower() in (".json", ".onnx", ".safetensors")
 
 
 def run_explain(model: Path, image: Path, *, out: Path | None = None,
                 target: str | None = None) -> Path:  # fmt: skip
-    if not Path(image).is_file():
+    model, image = Path(model), Path(image)
+    # `explain photo.jpg runs/x`: say the order is wrong instead of "runs/x: image not found".
+    if is_image_path(model) and model.is_file() and _looks_like_model(image):
+        raise MarineLifeError(
+            "the arguments look swapped: MODEL (a run folder or bundle) comes first, then IMAGE",
+            path=model,
+            fix=f"marinelife explain {image} {model}",
+        )
+    if image.is_dir():
+        raise MarineLifeError("is a folder; explain takes one photo", path=image,
+                              fix="pass one image file")  # fmt: skip
+    if not image.is_file():
         raise MarineLifeError("image not found", path=image)
     path = explain_image(Path(model), Path(image), out, target)
     print(f"wrote {path}")

@@ -22,6 +22,7 @@ from marinelife.data.figures import _label, _save
 from marinelife.data.image_io import load_image
 from marinelife.errors import ImageDecodeError
 from marinelife.evaluate.stats import Calibration
+from marinelife.logutil import plural
 
 TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#ff7f0e"
 STAGE_SHADES = ("#f3f6fa", "#fbf3ea", "#eef7ee")
@@ -220,7 +221,7 @@ def plot_confusion_matrix(
     ax.set_ylabel("true class")
     total = int(counts.sum())
     kind = "row-normalised, recall on the diagonal" if normalise else "counts"
-    ax.set_title(f"{name} ({kind}), {total} images", fontsize=10)
+    ax.set_title(f"{name} ({kind}), {plural(total, 'image')}", fontsize=10)
     return _save(fig, path)
 
 
@@ -318,7 +319,8 @@ def plot_tiles(
 ) -> Path:
     """A grid of ``(image array, caption)`` tiles; ``None`` images are marked unreadable."""
     rows = max(1, math.ceil(len(tiles) / columns))
-    fig = Figure(figsize=(2.1 * columns, 0.6 + 2.55 * rows))
+    # layout="tight" lays out at save time, when save_figure has chosen fonts for every script.
+    fig = Figure(figsize=(2.1 * columns, 0.6 + 2.55 * rows), layout="tight")
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
     for ax in axes:
         ax.set_axis_off()
@@ -331,7 +333,6 @@ def plot_tiles(
     if not tiles:
         axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
     return _save(fig, path)
 
 

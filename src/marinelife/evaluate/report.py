@@ -1,7 +1,8 @@
 """`marinelife report RUN_DIR`: every figure as a PNG under ``RUN_DIR/figures/`` and one
 ``report.html`` that opens offline (no scripts, no CDN; images beside it, or embedded).
 
-Sections: the run's settings, training curves, test results, and (with ``--data``) the dataset.
+Sections: the run's settings, training curves, test results, one section per evaluation of
+another dataset (``RUN/evals/``), and (with ``--data``) the dataset.
 Anything a run folder lacks (no history for a bundle, no metrics before evaluation) is skipped
 with a note rather than failing the whole report.
 """
@@ -12,8 +13,8 @@ import base64
 import datetime as dt
 import html
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,8 +23,12 @@ from marinelife.data.scan import DatasetLayout, scan_dataset
 from marinelife.errors import MarineLifeError
 from marinelife.evaluate import figures as fig
 from marinelife.evaluate import report_html as rh
+from marinelife.evaluate.evals import safe_name
+from marinelife.evaluate.metrics import confused_pairs
+from marinelife.evaluate.report_evals import eval_section, eval_title, macro_f1_ci
 from marinelife.evaluate.rundata import RunData, load_run
-from marinelife.evaluate.stats import accuracy_interval, calibration, macro_f1_interval
+from marinelife.evaluate.stats import accuracy_interval, calibration
+from marinelife.logutil import plural
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
@@ -59,29 +64,6 @@ def training_figures(run: RunData, out: Path, layout: DatasetLayout | None) -> d
             stages, run.history, out / "lr_schedule.png", world_size=run.plan.get("world_size", 1)
         )
     return paths
-
-
-def confused_pairs(matrix: np.ndarray, classes: list[str], top: int = 10) -> list[dict[str, Any]]:
-    """The largest off-diagonal cells: which class is most often mistaken for which."""
-    counts = np.asarray(matrix)
-    off = counts.copy()
-    np.fill_diagonal(off, 0)
-    order = np.argsort(off, axis=None, kind="stable")[::-1][:top]
-    pairs = []
-    for flat in order:
-        i, j = np.unravel_index(flat, off.shape)
-        if off[i, j] == 0:
-            break
-        support = max(1, int(counts[i].sum()))
-        pairs.append(
-            {
-                "true": classes[i],
-                "predicted": classes[j],
-                "count": int(off[i, j]),
-                "share": float(off[i, j]) / support,
-            }
-        )
-    return pairs
 
 
 def results_figures(
@@ -245,6 +227,38 @@ def _img(path: Path, run_dir: Path, embed: bool, alt: str) -> str:
     return f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}"></figure>'
 
 
+def _dataset_sections(
+    run: RunData, layout: DatasetLayout | None, out: Path, img: Callable
+) -> list[tuple[str, str]]:
+    """The training data's section; a dataset that is not the training data gets a section
+    titled as such, with its figures in a folder of their own (the training data's stay)."""
+    trained_on = (run.metrics or {}).get("data")
+    shown: list[tuple[DatasetLayout, str, Path]] = []
+    if layout is not None and trained_on and not _same_folder(layout.root, trained_on):
+        if Path(trained_on).is_dir():
+            shown.append((scan_dataset(Path(trained_on)), "Dataset (training data)", out))
+        name = Path(layout.root).resolve().name
+        shown.append((layout, f"Dataset {name} (not the training data)",
+                      out / "datasets" / safe_name(name)))  # fmt: skip
+    elif layout is not None:
+        shown.append((layout, "Dataset", out))
+    sections = []
+    for found, title, folder in shown:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = dataset_figures(run, found, folder)
+        body = (
+            f"<p>{html.escape(str(found.root))}: {plural(len(found.classes), 'class')}, "
+            + f"{plural(sum(len(v) for v in found.splits.values()), 'image')}.</p>"
+            + "".join(img(paths, k) for k in paths)
+        )
+        sections.append((title, body))
+    return sections
+
+
+def _same_folder(a: Path | str, b: Path | str) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
 def build_report(
     run_dir: str | Path,
     *,
@@ -282,7 +296,7 @@ def build_report(
         classes = list(metrics["classes"])
         targets, preds = np.asarray(metrics["targets"]), np.asarray(metrics["predictions"])
         acc = accuracy_interval(targets, preds)
-        f1 = macro_f1_interval(targets, preds, len(classes))
+        f1 = macro_f1_ci(metrics, targets, preds)  # over the classes the data has
         ece = calibration(np.asarray(metrics["confidence"]), preds == targets).ece
         body = (
             rh.headline_table(metrics, acc, f1, ece)
@@ -301,6 +315,8 @@ def build_report(
             + f"<pre>{html.escape(metrics.get('classification_report', ''))}</pre>"
         )
         sections.append((f"Results on the {run.split} split", body))
+        if metrics.get("by_group"):  # from `evaluate --by-group`
+            sections.append(("By site/group", rh.by_group_section(metrics["by_group"])))
     else:
         sections.append(
             (
@@ -309,14 +325,12 @@ def build_report(
                 f"{html.escape(str(run_dir))} --data DATA</code>.</p>",
             )
         )
-    if layout is not None:
-        paths = dataset_figures(run, layout, out)
-        body = (
-            f"<p>{html.escape(str(layout.root))}: {len(layout.classes)} classes, "
-            + (f"{sum(len(v) for v in layout.splits.values())} images.</p>")
-            + "".join(img(paths, k) for k in paths)
-        )
-        sections.append(("Dataset", body))
+    for ev in run.evals:  # other datasets: a section each, never mixed with the run's own
+        body = eval_section(ev, out / "evals", lambda p, alt: _img(p, run_dir, embed, alt))
+        if ev.metrics.get("by_group"):
+            body += "<h3>By site/group</h3>" + rh.by_group_section(ev.metrics["by_group"])
+        sections.append((eval_title(ev), body))
+    sections += _dataset_sections(run, layout, out, img)
     title = f"marinelife report — {run.name}"
     stamp = dt.datetime.now().isoformat(timespec="seconds")
     page = rh.page(title, sections, footer=f"marinelife {__version__}, {stamp}")

@@ -129,10 +129,11 @@ def stages_summary(plan: dict[str, Any] | None, history: Sequence[dict]) -> str:
     return "; ".join(parts)
 
 
-def denoise_summary(run: RunData) -> str:
-    denoise = run.info.preprocess.denoise if run.info is not None else None
+def denoise_summary(run: RunData, key: str = "denoise") -> str:
+    # key="enhance": the enhancement filter, which has the same name + params shape.
+    denoise = getattr(run.info.preprocess, key) if run.info is not None else None
     if denoise is None and run.config is not None:
-        denoise = run.config.denoise
+        denoise = getattr(run.config, key)
     if denoise is None:
         return "–"
     params = ", ".join(f"{k}={v:g}" for k, v in sorted(denoise.params.items()))
@@ -153,6 +154,7 @@ def run_table(run: RunData) -> str:
         pre = info.preprocess
         items.append(("input", f"{pre.input_size} px, {pre.interpolation}, crop {pre.crop_pct:g}"))
     items.append(("denoise", denoise_summary(run)))
+    items.append(("enhance", denoise_summary(run, "enhance")))
     if config is not None:
         items += [
             ("augmentation", augment_summary(config.augment)),
@@ -227,6 +229,41 @@ def pairs_table(pairs: Sequence[dict[str, Any]]) -> str:
     return table(
         ["true class", "predicted as", "images", "share of the class"], rows, numeric={2, 3}
     )
+
+
+def _stored_interval(ci: dict[str, Any]) -> Interval:
+    # The metrics JSON stores a missing interval (a one-photo group) as null.
+    nan = float("nan")
+    return Interval(ci["value"], nan if ci["low"] is None else ci["low"],
+                    nan if ci["high"] is None else ci["high"])  # fmt: skip
+
+
+def by_group_section(by_group: dict[str, Any]) -> str:
+    """The "By site/group" body: worst groups named first, then every group, worst first."""
+    rows, marks = [], []
+    below = set(by_group.get("clearly_below", []))
+    for r in by_group["groups"]:
+        rows.append([r["group"], r["num_samples"], r["classes"],
+                     fmt_interval(_stored_interval(r["accuracy"])),
+                     fmt_interval(_stored_interval(r["macro_f1"]))])  # fmt: skip
+        marks.append("low" if r["group"] in below else "")
+    worst = ", ".join(f"<b>{esc(name)}</b>" for name in by_group["worst"])
+    clearly = (
+        f" Clearly below the overall accuracy {by_group['overall_accuracy']:.3f} (the whole "
+        f"interval under it, shaded): {esc(', '.join(by_group['clearly_below']))}."
+        if below
+        else " No group is clearly below the overall accuracy (every interval reaches it)."
+    )
+    head = (
+        f"<p>{by_group['num_groups']} groups from <code>{esc(by_group['source'])}</code>. "
+        f"Worst groups: {worst}.{clearly}</p>"
+    )
+    note = (
+        '<p class="note">95% confidence intervals: percentile bootstrap over each group\'s '
+        "photos (2000 resamples); macro-F1 averages the classes present in the group.</p>"
+    )
+    headers = ["group", "images", "classes", "accuracy [95% CI]", "macro-F1 [95% CI]"]
+    return head + table(headers, rows, numeric={1, 2, 3, 4}, row_classes=marks) + note
 
 
 def page(title: str, sections: Sequence[tuple[str, str]], *, footer: str = "") -> str:

@@ -17,6 +17,7 @@ import numpy as np
 
 from marinelife.config import TrainConfig, load_config
 from marinelife.errors import MarineLifeError
+from marinelife.evaluate.evals import Evaluation, read_evals
 
 log = logging.getLogger(__name__)
 PLAN_FILE = "plan.json"  # written by the trainer at the start of each stage
@@ -34,6 +35,8 @@ class RunData:
     # plan.json as training recorded it: world size, batch size, per stage its settings,
     # steps per epoch and LR curve (absent for runs trained before the record existed).
     plan: dict[str, Any] | None = None
+    # Evaluations of other datasets (RUN/evals/*.json), apart from the run's own result.
+    evals: list[Evaluation] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -100,6 +103,7 @@ def load_run(run_dir: str | Path, split: str | None = None) -> RunData:
             data.split, data.metrics = name, _read_json(path)
             data.probs = _read_probs(run_dir / f"{name}_probs.npy", data.metrics)
             break
+    data.evals = read_evals(run_dir)
     if not data.history and data.metrics is None and data.info is None:
         raise MarineLifeError(
             "holds no training history, metrics or model.json",

@@ -32,7 +32,7 @@ import os
 import secrets
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -93,38 +93,72 @@ def occurrence_rows(
     """
     records = list(records)
     for record in records:
-        absent = [key for key in _REQUIRED_KEYS if key not in record]
-        if absent:
-            raise ValueError(f"prediction record lacks {absent}: {dict(record)!r}")
-    # Every missing class at once: one round of editing the taxonomy file, not one per class.
-    missing = sorted(
-        {
-            str(record["label"])
-            for record in records
-            if not _is_unknown(record) and find_taxon(taxonomy, str(record["label"])) is None
-        }
+        _require_keys(record)
+    check_taxonomy((str(r["label"]) for r in records if not _is_unknown(r)), taxonomy)
+    return list(
+        iter_occurrence_rows(
+            records,
+            taxonomy,
+            model_name=model_name,
+            model_version=model_version,
+            include_unknown=include_unknown,
+        )
     )
+
+
+def check_taxonomy(labels: Iterable[str], taxonomy: Mapping[str, Taxon]) -> None:
+    """Raise one :class:`~marinelife.errors.MarineLifeError` naming every label not in it.
+
+    ``predict --format dwc`` calls this with the model's classes before predicting anything,
+    so a survey never runs for hours only to fail at the export.
+    """
+    # Every missing class at once: one round of editing the taxonomy file, not one per class.
+    missing = sorted({label for label in labels if find_taxon(taxonomy, label) is None})
     if missing:
         raise MarineLifeError(
             f"class(es) {', '.join(repr(name) for name in missing)} not in the taxonomy",
             fix="pass --taxonomy FILE with a row class,scientificName,taxonRank for each",
         )
+
+
+def iter_occurrence_rows(
+    records: Iterable[Mapping[str, Any]],
+    taxonomy: Mapping[str, Taxon],
+    *,
+    model_name: str,
+    model_version: str,
+    include_unknown: bool = False,
+) -> Iterator[dict[str, str]]:
+    """:func:`occurrence_rows` one record at a time, for archives too large for a list.
+
+    Check the labels first (:func:`check_taxonomy`); a label missing here still raises, but
+    only for that one class. Keeps one set of the ``occurrenceID`` strings seen (for the
+    duplicate rule), nothing else.
+    """
     identified_by = f"{model_name} {model_version}".strip()
-    rows: list[dict[str, str]] = []
     seen: set[str] = set()
     for record in records:
+        _require_keys(record)
         unknown = _is_unknown(record)
         if unknown and not include_unknown:
             continue
-        row = _row(record, None if unknown else find_taxon(taxonomy, str(record["label"])))
+        taxon = None if unknown else find_taxon(taxonomy, str(record["label"]))
+        if taxon is None and not unknown:
+            check_taxonomy([str(record["label"])], taxonomy)  # raises, naming the class
+        row = _row(record, taxon)
         if row["occurrenceID"] in seen:
             continue
         seen.add(row["occurrenceID"])
         row["identifiedBy"] = identified_by
         if unknown:
             row["identificationVerificationStatus"] = UNVERIFIED_STATUS
-        rows.append(row)
-    return rows
+        yield row
+
+
+def _require_keys(record: Mapping[str, Any]) -> None:
+    absent = [key for key in _REQUIRED_KEYS if key not in record]
+    if absent:
+        raise ValueError(f"prediction record lacks {absent}: {dict(record)!r}")
 
 
 def occurrence_id(sha256: str, *, time_s: float | None = None, frame: int | None = None) -> str:
@@ -157,7 +191,9 @@ def _row(record: Mapping[str, Any], taxon: Taxon | None) -> dict[str, str]:
         basisOfRecord=BASIS_OF_RECORD,
         occurrenceStatus="present",
         eventDate=_event_date(metadata.get("datetime_original")),
-        identificationRemarks=_remarks(record["confidence"], record.get("top_k") or []),
+        # A caller's own remarks (a video's sighting summary) replace the generic ones.
+        identificationRemarks=str(record.get("remarks") or "")
+        or _remarks(record["confidence"], record.get("top_k") or []),
         associatedMedia=media,
     )
     row.update(_place(metadata))
@@ -226,17 +262,18 @@ def _clean(value: Any) -> str:
 
 
 def write_dwc_archive(
-    rows: Sequence[Mapping[str, str]], out_dir: Path, *, overwrite: bool = False
+    rows: Iterable[Mapping[str, str]], out_dir: Path, *, overwrite: bool = False
 ) -> Path:
     """Write ``rows`` as a Darwin Core Archive folder: ``occurrence.txt`` + ``meta.xml``.
 
     ``occurrence.txt`` is tab-separated UTF-8 with one header line, ``\\n`` line ends and no
     quoting, as GBIF's IPT writes it; ``meta.xml`` declares exactly that and maps every column,
     in order, to its Darwin Core term URI, with column 0 (``occurrenceID``) as the record id.
-    Each file is written to a temporary name and renamed, so an interrupted run never leaves a
-    half-written file. Returns ``out_dir``. Refuses, with a
-    :class:`~marinelife.errors.MarineLifeError`, to replace an existing archive unless
-    ``overwrite``. Zero rows give a header-only archive (the caller decides if that is an error).
+    ``rows`` may be a generator: they are written as they come. Each file is written to a
+    temporary name and renamed, so an interrupted run never leaves a half-written file. Returns
+    ``out_dir``. Refuses, with a :class:`~marinelife.errors.MarineLifeError`, to replace an
+    existing archive unless ``overwrite``. Zero rows give a header-only archive (the caller
+    decides if that is an error).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -252,19 +289,28 @@ def write_dwc_archive(
                 fix="choose another output folder, or pass --overwrite to replace it",
             )
     columns = list(OCCURRENCE_COLUMNS)
-    ids: set[str] = set()
-    lines = ["\t".join(columns)]
-    for row in rows:
-        extra = set(row) - set(columns)
-        if extra:
-            raise ValueError(f"not Darwin Core columns this archive declares: {sorted(extra)}")
-        record_id = row.get("occurrenceID", "")
-        if not record_id or record_id in ids:
-            raise ValueError(f"occurrenceID must be present and unique, got {record_id!r}")
-        ids.add(record_id)
-        lines.append("\t".join(_clean(row.get(column, "")) for column in columns))
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out_dir / OCCURRENCE_FILE, "\n".join(lines) + "\n")
+    target = out_dir / OCCURRENCE_FILE
+    tmp = _temp_name(target)
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="") as handle:
+            handle.write("\t".join(columns) + "\n")
+            ids: set[str] = set()
+            for row in rows:
+                extra = set(row) - set(columns)
+                if extra:
+                    raise ValueError(
+                        f"not Darwin Core columns this archive declares: {sorted(extra)}"
+                    )
+                record_id = row.get("occurrenceID", "")
+                if not record_id or record_id in ids:
+                    raise ValueError(f"occurrenceID must be present and unique, got {record_id!r}")
+                ids.add(record_id)
+                handle.write("\t".join(_clean(row.get(column, "")) for column in columns) + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _atomic_write_text(out_dir / META_FILE, meta_xml(columns))
     return out_dir
 

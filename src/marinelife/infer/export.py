@@ -30,6 +30,7 @@ from marinelife.errors import ImageDecodeError, MarineLifeError
 from marinelife.fileio import atomic_write_bytes
 from marinelife.infer.quantize import quantize_int8, top1_accuracy
 from marinelife.infer.rejection import require_same_classes
+from marinelife.logutil import plural
 from marinelife.models.bundle import load_bundle, read_model_info, write_model_json
 from marinelife.models.onnx_export import DEFAULT_OPSET, torch_to_onnx
 
@@ -39,6 +40,14 @@ FP32_TOLERANCE = 1e-4
 ONNX_FILE = "model.onnx"
 _CALIBRATION_IMAGES = 256
 _REAL_CHECK_IMAGES = 16
+
+
+def accuracy_change(drop_points: float) -> str:
+    """int8 against fp32 in words: "no change" when it rounds to zero (never "-0.00")."""
+    change = round(-float(drop_points), 2)
+    if change == 0:
+        return "no change"
+    return f"{'up' if change > 0 else 'down'} {abs(change):.2f} points"
 
 
 @dataclass
@@ -66,8 +75,9 @@ class ExportReport:
         if self.accuracy:
             a = self.accuracy
             lines.append(
-                f"top-1 on {a['split']} ({a['images']} images): fp32 {100 * a['fp32']:.2f}%, "
-                f"int8 {100 * a['int8']:.2f}% (change {-a['drop_points']:+.2f} points)"
+                f"top-1 on {a['split']} ({plural(a['images'], 'image')}): fp32 "
+                f"{100 * a['fp32']:.2f}%, int8 {100 * a['int8']:.2f}% "
+                f"({accuracy_change(a['drop_points'])})"
             )
         return "\n".join(lines)
 

@@ -7,14 +7,14 @@ training evaluation uses, so predict, serve and export checks can never drift fr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from scipy.special import softmax
 from marinelife.data.preprocess import load_and_preprocess, preprocess_image
 from marinelife.errors import ImageDecodeError, MarineLifeError
 from marinelife.fileio import file_sha256
+from marinelife.infer.decode_pool import Loaded, load_photo, ordered_map
 from marinelife.infer.rejection import UNKNOWN, accept_mask, rejection_scores, validate_rejection
 from marinelife.models.bundle import ModelInfo, load_bundle, read_model_info
 from marinelife.models.forward import merge_views
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx")
 TTA_MODES = ("flip",)
 EXPORT_SUBDIR = "export"
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,6 +51,11 @@ class Prediction:
     scores: dict[str, float]
     path: str = ""
     error: str = ""
+    # A video frame: its decode index and seconds from the start (None for a photo).
+    frame: int | None = None
+    time_s: float | None = None
+    # EXIF fields of a photo (data.exif.METADATA_FIELDS, None where absent); {} when not read.
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def score(self) -> float:
@@ -74,6 +81,11 @@ class Prediction:
             "rejected": self.rejected,
             "scores": {k: round(v, 6) for k, v in self.scores.items()},
         }
+        if self.frame is not None:
+            data["frame"] = self.frame
+            data["time_s"] = None if self.time_s is None else round(self.time_s, 3)
+        if self.metadata:
+            data["metadata"] = dict(self.metadata)
         if self.error:
             data["error"] = self.error
         return data
@@ -212,43 +224,48 @@ class Predictor:
         top_k: int = 3,
         batch_size: int = 16,
         workers: int = 0,
+        pool: str = "thread",
+        metadata: bool = False,
+        executor: Executor | None = None,
     ) -> Iterator[tuple[Path, Prediction | ImageDecodeError]]:
-        """Yield ``(path, Prediction)`` in order, or ``(path, error)`` for an unreadable file."""
-        workers = workers or min(4, os.cpu_count() or 1)
-        paths = list(paths)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            # Decoding the next batch overlaps inference on this one (PIL releases the GIL).
-            pending = None
-            for start in range(0, len(paths), max(batch_size, 1)):
-                chunk = paths[start : start + batch_size]
-                future = [pool.submit(self._safe_preprocess, p) for p in chunk]
-                if pending is not None:
-                    yield from self._finish(*pending, top_k=top_k)
-                pending = (chunk, future)
-            if pending is not None:
-                yield from self._finish(*pending, top_k=top_k)
+        """Yield ``(path, Prediction)`` in order, or ``(path, error)`` for an unreadable file.
 
-    def _safe_preprocess(self, path: Path) -> np.ndarray | ImageDecodeError:
-        try:
-            return self.preprocess(path)
-        except ImageDecodeError as exc:
-            return exc
+        ``paths`` is consumed lazily (a generator of a million paths is fine): ``workers``
+        threads (``pool="process"``: processes; 0: automatic) decode at most two batches ahead
+        of the network, so memory does not grow with the number of files. ``metadata=True``
+        also reads each photo's EXIF into ``Prediction.metadata``. ``executor``: a pool from
+        ``decode_pool.make_executor`` to reuse across calls (then ``workers``/``pool`` unused).
+        """
+        if batch_size < 1:
+            raise MarineLifeError(f"--batch-size must be at least 1, got {batch_size}")
+        load = functools.partial(load_photo, config=self.info.preprocess, with_metadata=metadata)
+        decoded = ordered_map(
+            load, paths, executor=executor, workers=workers, kind=pool, ahead=2 * batch_size
+        )
+        for chunk in _chunks(decoded, batch_size):
+            yield from self._finish(chunk, top_k=top_k)
 
-    def _finish(self, chunk, futures, *, top_k: int):
-        loaded = [f.result() for f in futures]
-        good = [i for i, x in enumerate(loaded) if not isinstance(x, ImageDecodeError)]
+    def _finish(
+        self, chunk: list[tuple[Path, Loaded | ImageDecodeError]], *, top_k: int
+    ) -> Iterator[tuple[Path, Prediction | ImageDecodeError]]:
+        good = [i for i, (_, x) in enumerate(chunk) if not isinstance(x, ImageDecodeError)]
         preds = (
             self.predict_batch(
-                np.stack([loaded[i] for i in good]),
+                np.stack([chunk[i][1][0] for i in good]),  # type: ignore[index]
                 top_k=top_k,
-                paths=[str(chunk[i]) for i in good],
+                paths=[str(chunk[i][0]) for i in good],
             )
             if good
             else []
         )
         by_index = dict(zip(good, preds))
-        for i, path in enumerate(chunk):
-            yield path, by_index.get(i, loaded[i])
+        for i, (path, loaded) in enumerate(chunk):
+            pred = by_index.get(i)
+            if pred is None:
+                yield path, loaded  # type: ignore[misc]
+                continue
+            pred.metadata = loaded[1] or {}  # type: ignore[index]
+            yield path, pred
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/model`` and ``predict --format json`` report about the model."""
@@ -266,6 +283,17 @@ class Predictor:
             "marinelife_version": info.marinelife_version,
             "export": info.export,
         }
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _onnx_for_torch_bundle(

@@ -1,8 +1,11 @@
 """`marinelife serve`: a FastAPI app around a :class:`Predictor`, started by uvicorn.
 
-Bad input never reaches a 500: request size is enforced while the body streams in (413), the
-number of files is capped (413), formats are sniffed from the header (415), undecodable or
-oversized images are 422, and every error is JSON ``{"error": code, "detail": message}``.
+Bad input never reaches a 500, and one bad photo never costs the others their answer: every file
+of a request gets a result of its own, a label or an error naming the file and why (over the
+per-file size limit, past the file-count limit, format not accepted (415), undecodable or over
+the pixel limit (422)); the request is 200 when at least one file was classified, otherwise the
+4xx of its files. The whole body is capped while it streams in (413), and every error is JSON
+``{"error": code, "detail": message}`` (the models in :mod:`marinelife.infer.api_schema`).
 Decoding runs in a small thread pool and inference in one worker thread fed by a micro-batching
 queue, so the event loop never blocks and concurrent requests share one forward pass.
 """
@@ -10,153 +13,46 @@ queue, so the event loop never blocks and concurrent requests share one forward 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
-import io
+import errno
 import logging
 import os
+import socket
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, File, Request, Security, UploadFile
+from fastapi import FastAPI, File, Query, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from fastapi.security import APIKeyHeader
-from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from marinelife.data.image_io import ALLOWED_FORMATS, DEFAULT_MAX_PIXELS, open_header
 from marinelife.errors import ImageDecodeError, MarineLifeError
+from marinelife.infer.api_schema import Health, PredictResponse, error_responses
 from marinelife.infer.batching import MicroBatcher
+from marinelife.infer.http_guard import (
+    API_KEY_HEADER,
+    ApiError,
+    GuardMiddleware,
+    ServeSettings,
+    error_response,
+    file_error,
+    named,
+    nothing_classified,
+    over_size,
+    sniff_format,
+)
 from marinelife.infer.predictor import Predictor
+from marinelife.logutil import plural
 
 log = logging.getLogger(__name__)
 
-API_KEY_HEADER = "X-API-Key"
-DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-_OPEN_PATHS = ("/", "/v1/health", "/docs", "/openapi.json", "/favicon.ico")
 _PAGE_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self' 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'"
 )
-
-
-@dataclass
-class ServeSettings:
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES  # whole request body
-    max_files: int = 16
-    max_pixels: int = DEFAULT_MAX_PIXELS  # the limit (and message) of every other loader
-    formats: tuple[str, ...] = ALLOWED_FORMATS
-    api_key: str | None = None
-    top_k: int = 3
-    max_batch: int = 32
-    batch_wait_ms: float = 2.0
-    decode_threads: int = 4
-    inference_workers: int = 1  # forward passes at once
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str):
-        super().__init__(detail)
-        self.status, self.code, self.detail = status, code, detail
-
-
-def _error(status: int, code: str, detail: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
-
-
-# ------------------------------------------------------------------------------ body + auth guard
-class _BodyTooLarge(Exception):
-    pass
-
-
-class GuardMiddleware:
-    """API key (before any body is read), then the body-size limit while it streams in."""
-
-    def __init__(self, app, settings: ServeSettings):
-        self.app, self.settings = app, settings
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-        key = self.settings.api_key
-        path = scope.get("path", "")
-        if key and path not in _OPEN_PATHS and not path.startswith("/static-offline-docs"):
-            given = headers.get(API_KEY_HEADER.lower(), b"")
-            if not hmac.compare_digest(given, key.encode("utf-8")):
-                what = "wrong" if given else "missing"
-                response = _error(401, "unauthorized", f"{what} API key (header {API_KEY_HEADER})")
-                await response(scope, receive, send)
-                return
-        limit = self.settings.max_upload_bytes
-        declared = headers.get("content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
-            await self._too_large(scope, receive, send)
-            return
-        received, exceeded, started = 0, False, False
-
-        async def limited_receive():
-            nonlocal received, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    exceeded = True
-                    raise _BodyTooLarge
-            return message
-
-        async def guarded_send(message):
-            nonlocal started
-            # Whatever the framework made of the aborted body (FastAPI turns it into a 400),
-            # the client gets the 413 that explains it.
-            if exceeded:
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        with contextlib.suppress(_BodyTooLarge):
-            await self.app(scope, limited_receive, guarded_send)
-        if exceeded and not started:
-            await self._too_large(scope, receive, send)
-
-    async def _too_large(self, scope, receive, send) -> None:
-        mb = self.settings.max_upload_bytes / 1024 / 1024
-        response = _error(
-            413, "too_large", f"request body exceeds {mb:g} MB", headers={"Connection": "close"}
-        )
-        await response(scope, receive, send)
-
-
-# ------------------------------------------------------------------------------ decoding
-def sniff_format(data: bytes, allowed: tuple[str, ...]) -> str:
-    """The image format from the file header (no pixels decoded); 415 when not allowed."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            # open_header: an oversize image passes here, and decode names it and the limit.
-            with open_header(io.BytesIO(data), allowed) as img:
-                return str(img.format)
-        except UnidentifiedImageError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - any header failure is a bad upload
-            raise ApiError(422, "unreadable_image", f"not a readable image ({exc})") from exc
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                other = img.format
-        except Exception:  # noqa: BLE001
-            other = None
-    if other:
-        raise ApiError(
-            415, "unsupported_format", f"{other} images are not accepted ({', '.join(allowed)})"
-        )
-    raise ApiError(422, "unreadable_image", "not an image (unknown format)")
 
 
 def _page() -> str:
@@ -198,38 +94,70 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):
-        return _error(exc.status, exc.code, exc.detail)
+        return error_response(exc.status, exc.code, exc.detail, results=exc.results)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException):
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
-        return _error(exc.status_code, code.get(exc.status_code, "error"), str(exc.detail))
+        return error_response(exc.status_code, code.get(exc.status_code, "error"), str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
+        query = [e for e in exc.errors() if tuple(e.get("loc", ()))[:1] == ("query",)]
+        if query:  # e.g. ?top_k=abc: name the parameter instead of blaming the files
+            name = query[0]["loc"][-1]
+            return error_response(
+                422, "invalid_request", f"query parameter {name}: {query[0]['msg']}"
+            )
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
-            return _error(
+            return error_response(
                 415,
                 "unsupported_media_type",
                 "send multipart/form-data with one or more 'file' fields",
             )
-        return _error(422, "invalid_request", "expected one or more files in the 'file' field")
+        return error_response(
+            422, "invalid_request", "expected one or more files in the 'file' field"
+        )
 
     def decode(data: bytes, name: str) -> np.ndarray:
         if not data:
             raise ApiError(422, "empty_file", f"{name}: empty file (0 bytes)")
-        sniff_format(data, settings.formats)
         try:
+            sniff_format(data, settings.formats)
             return predictor.preprocess(data, max_pixels=settings.max_pixels, name=name)
         except ImageDecodeError as exc:
-            raise ApiError(422, "unreadable_image", str(exc)) from exc
+            raise ApiError(422, "unreadable_image", named(name, str(exc))) from exc
+        except ApiError as exc:  # the header sniff does not know the file's name
+            raise ApiError(exc.status, exc.code, named(name, exc.detail)) from exc
+
+    def top_k_of(value: int | None) -> int:
+        if value is None:
+            return settings.top_k
+        classes = len(predictor.classes)
+        if not 1 <= value <= classes:
+            detail = f"top_k={value}: must be 1 to {classes} (the model's classes)"
+            raise ApiError(422, "invalid_request", detail)
+        return value
+
+    async def read_upload(index: int, upload: UploadFile, name: str) -> bytes | ApiError:
+        """The file's bytes, or the reason it is not read (past the count, over the size)."""
+        if index >= settings.max_files:
+            return ApiError(413, "too_many_files", f"{name}: not classified — at most "
+                            f"{plural(settings.max_files, 'file')} per request")  # fmt: skip
+        limit = settings.max_file_bytes
+        if upload.size is not None and upload.size > limit:
+            return ApiError(413, "too_large", over_size(name, upload.size, limit))
+        data = await upload.read()
+        if len(data) > limit:
+            return ApiError(413, "too_large", over_size(name, len(data), limit))
+        return data
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse(_page(), headers={"Content-Security-Policy": _PAGE_CSP})
 
-    @app.get("/v1/health", summary="Liveness and model identity")
+    @app.get("/v1/health", summary="Liveness and model identity", response_model=Health)
     async def health() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -239,11 +167,17 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             "uptime_s": round(time.time() - started, 1),
         }
 
-    @app.get("/v1/model", summary="Classes, metrics, preprocessing and limits", dependencies=auth)
+    @app.get(
+        "/v1/model",
+        summary="Classes, metrics, preprocessing and limits",
+        dependencies=auth,
+        responses=error_responses(401),
+    )
     async def model() -> dict[str, Any]:
         described = predictor.describe()
         described["limits"] = {
             "max_upload_bytes": settings.max_upload_bytes,
+            "max_file_bytes": settings.max_file_bytes,
             "max_files": settings.max_files,
             "max_pixels": settings.max_pixels,
             "formats": list(settings.formats),
@@ -251,38 +185,54 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         }
         return described
 
-    @app.post("/v1/predict", summary="Classify one or more images", dependencies=auth)
+    @app.post(
+        "/v1/predict",
+        summary="Classify one or more images",
+        description="Every file gets a result in upload order: a label, or an error naming the "
+        "file and why. 200 when at least one file was classified; otherwise the 4xx of its "
+        "files, with the per-file reasons under `results`.",
+        dependencies=auth,
+        response_model=PredictResponse,
+        responses=error_responses(401, 413, 415, 422),
+    )
     async def predict(
         file: Annotated[
             list[UploadFile], File(description="image file; repeat the field for more")
         ],
+        top_k: Annotated[
+            int | None,
+            Query(
+                description="labels per file, 1 to the number of classes (default: the "
+                "server's --top-k)"
+            ),
+        ] = None,  # fmt: skip
     ) -> dict[str, Any]:
         start = time.perf_counter()
-        if len(file) > settings.max_files:
-            raise ApiError(
-                413,
-                "too_many_files",
-                f"{len(file)} files; at most {settings.max_files} per request",
-            )
+        k = top_k_of(top_k)
         names = [f.filename or f"file{i}" for i, f in enumerate(file)]
-        blobs = [await f.read() for f in file]
+        outcomes: list[Any] = [
+            await read_upload(i, f, n) for i, (f, n) in enumerate(zip(file, names))
+        ]
         loop = asyncio.get_running_loop()
-        jobs = [loop.run_in_executor(decode_pool, decode, b, n) for b, n in zip(blobs, names)]
-        decoded = await asyncio.gather(*jobs, return_exceptions=True)
-        for item in decoded:
-            if isinstance(item, ApiError):
-                raise item
-            if isinstance(item, BaseException):
-                raise item
+        pending = {i: loop.run_in_executor(decode_pool, decode, o, names[i])
+                   for i, o in enumerate(outcomes) if isinstance(o, bytes)}  # fmt: skip
+        decoded = await asyncio.gather(*pending.values(), return_exceptions=True)
+        for i, item in zip(pending, decoded):
+            if isinstance(item, BaseException) and not isinstance(item, ApiError):
+                raise item  # a bug, not a bad upload: keep its traceback
+            outcomes[i] = item
+        good = [i for i, o in enumerate(outcomes) if isinstance(o, np.ndarray)]
+        if not good:
+            raise nothing_classified(names, outcomes)
         decoded_at = time.perf_counter()
-        logits = await batcher.submit(np.stack(decoded))
+        logits = await batcher.submit(np.stack([outcomes[i] for i in good]))
         done = time.perf_counter()
-        preds = predictor.from_logits(logits, top_k=settings.top_k, paths=names)
-        results = []
-        for pred in preds:
+        preds = predictor.from_logits(logits, top_k=k, paths=[names[i] for i in good])
+        results: list[dict[str, Any]] = [file_error(n, o) for n, o in zip(names, outcomes)]
+        for i, pred in zip(good, preds):
             entry = pred.to_dict()
             entry["filename"] = entry.pop("path")
-            results.append(entry)
+            results[i] = entry
         return {
             "model": {
                 "id": predictor.model_id,
@@ -291,6 +241,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                 "created": predictor.info.created,
             },
             "results": results,
+            "classified": len(good),
             "timing_ms": {
                 "decode": round(1000 * (decoded_at - start), 2),
                 "inference": round(1000 * (done - decoded_at), 2),
@@ -300,6 +251,62 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
 
     app.state.predictor, app.state.settings, app.state.batcher = predictor, settings, batcher
     return app
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The bound listening socket, before the model loads: a taken port is named at once
+    (instead of a "serving on ..." line followed by uvicorn's ``[Errno 98]``), and uvicorn
+    serves on this very socket, so nothing can take the port in between."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn decides
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn does: a server that just stopped (TIME_WAIT) does not block a restart.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise MarineLifeError(
+                f"port {port} on {host} is already in use (another server, or a marinelife "
+                "serve still running)",
+                fix=f"pick another port with --port, e.g. --port {_free_port(host)}, or stop "
+                f"the program listening on {port}",
+            ) from exc
+        if exc.errno == errno.EACCES:
+            raise MarineLifeError(
+                f"port {port} needs administrator rights on this system",
+                fix="use a port above 1023, e.g. --port 8000",
+            ) from exc
+        raise MarineLifeError(
+            f"cannot listen on {host} port {port} ({exc.strerror or exc})",
+            fix="--host must be an address of this machine: 127.0.0.1 (only this machine) or "
+            "0.0.0.0 (every network interface)",
+        ) from exc
+    except (socket.gaierror, UnicodeError) as exc:
+        sock.close()
+        raise MarineLifeError(f"--host {host!r} is not a valid address ({exc})") from exc
+    return sock
+
+
+def _free_port(host: str) -> int:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, 0))
+            return int(probe.getsockname()[1])
+    except OSError:
+        return 8001
+
+
+def compute_summary(backend: str, workers: int, threads: int) -> str:
+    """The start-up line's account of the compute, in words ("1 x default threads" was not)."""
+    engine = {"onnx": "ONNX Runtime", "torch": "PyTorch"}.get(backend, backend)
+    passes = "1 forward pass at a time" if workers == 1 else f"{workers} forward passes at once"
+    each = (
+        f"{threads} thread{'s' if threads != 1 else ''} each"
+        if threads
+        else f"{engine}'s default thread count (one per physical core)"
+    )
+    return f"{engine}, {passes}, {each}; --workers and --threads change this"
 
 
 def run_server(
@@ -319,8 +326,6 @@ def run_server(
     ``workers`` forward passes run at once, each with ``threads`` threads (0: the backend's
     default for one worker, the cores shared out between several).
     """
-    import uvicorn
-
     settings = settings or ServeSettings()
     cores = os.cpu_count() or 1
     if workers < 1 or threads < 0:
@@ -333,7 +338,20 @@ def run_server(
         threads = max(1, cores // workers)
     settings.api_key = api_key or os.environ.get("MARINELIFE_API_KEY") or None
     if not 0 <= port <= 65535:
-        raise MarineLifeError(f"--port {port} is not a valid port")
+        raise MarineLifeError(f"--port {port} is not a valid port", fix="use 1024 to 65535")
+    sock = listen_socket(host, port)
+    port = int(sock.getsockname()[1])  # --port 0: the one the system picked
+    try:
+        return _serve(model, sock, host=host, port=port, backend=backend, reject=reject,
+                      threads=threads, workers=workers, settings=settings)  # fmt: skip
+    finally:
+        sock.close()
+
+
+def _serve(model: str | os.PathLike, sock: socket.socket, *, host: str, port: int, backend: str,
+           reject: bool, threads: int, workers: int, settings: ServeSettings) -> int:  # fmt: skip
+    import uvicorn
+
     predictor = Predictor.load(model, backend=backend, reject=reject, threads=threads)
     for note in predictor.notes:
         log.warning("%s", note)
@@ -341,9 +359,8 @@ def run_server(
         log.warning("serving on %s without --api-key: anyone who can reach it can use it", host)
     app = create_app(predictor, settings)
     shown = f"[{host}]" if ":" in host else host
-    log.info(
-        "marinelife serving %s (%s, %d x %s threads) on http://%s:%d",
-        model, predictor.backend.name, workers, threads or "default", shown, port,
-    )  # fmt: skip
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    log.info("marinelife serving %s on http://%s:%d (%s)", model, shown, port,
+             compute_summary(predictor.backend.name, workers, threads))  # fmt: skip
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0

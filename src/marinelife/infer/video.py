@@ -1,6 +1,7 @@
 """Classify dive footage: sample frames from a video file and run an image classifier on them.
 
-The pieces, meant to be wired into ``marinelife predict`` and the Python API:
+The pieces (``video_rows`` wires them into ``marinelife predict`` and ``Model.predict``;
+opening, probing and the decoding loop are in ``video_io``):
 
 * :func:`sample_frames` decodes a video with OpenCV's bundled FFmpeg in a background thread and
   yields one :class:`VideoFrame` every ``every`` seconds (or ``fps`` per second);
@@ -28,62 +29,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
-from marinelife.errors import ImageDecodeError, MarineLifeError
+from marinelife.errors import MarineLifeError
 from marinelife.infer.rejection import UNKNOWN
+from marinelife.infer.video_io import (
+    VIDEO_EXTENSIONS,
+    VideoFrame,
+    VideoInfo,
+    VideoTruncatedError,
+    clock,
+    decode_sampled,
+    is_video_path,
+    open_video,
+    probe_video,
+)
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".m4v"})
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "ClassSummary",
+    "FrameResult",
+    "PredictionLike",
+    "VideoFrame",
+    "VideoInfo",
+    "VideoTruncatedError",
+    "clock",
+    "is_video_path",
+    "open_video",
+    "predict_video",
+    "probe_video",
+    "sample_frames",
+    "sampling_step",
+    "summarize",
+]
+
 THREAD_PREFIX = "marinelife-video"
 # Decoded frames waiting for the consumer: enough to hide a slow batch, never a whole video
 # (8 frames of 4K RGB are 200 MB; of 1080p, 50 MB).
 QUEUE_FRAMES = 8
-# The header's frame count is sometimes an estimate (duration x fps) off by a frame or two, so
-# only a larger shortfall counts as truncation.
-_SHORTFALL_FRAMES = 3
-_SHORTFALL_FRACTION = 0.002
-_FIX_DAMAGED = "copy the file again from the camera or card (the copy may be incomplete)"
-
-
-class VideoTruncatedError(ImageDecodeError):
-    """Decoding stopped early; every frame sampled before ``until_s`` was yielded and is valid."""
-
-    def __init__(self, path: Path, frames_read: int, expected: int, until_s: float):
-        self.frames_read, self.expected, self.until_s = frames_read, expected, until_s
-        super().__init__(
-            f"video is truncated or corrupt: decoding stopped after {clock(until_s)} "
-            f"(frame {frames_read} of {expected}); results before that point are valid",
-            path=path,
-            fix=_FIX_DAMAGED,
-        )
-
-    def __reduce__(self):  # picklable, for callers that fan videos out to processes
-        return type(self), (self.path, self.frames_read, self.expected, self.until_s)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """The container header; ``frame_count`` is -1 when unknown (and may be an estimate)."""
-
-    path: Path
-    width: int
-    height: int
-    fps: float
-    frame_count: int
-
-    @property
-    def duration_s(self) -> float | None:
-        return self.frame_count / self.fps if self.frame_count > 0 and self.fps > 0 else None
-
-
-@dataclass(frozen=True)
-class VideoFrame:
-    """One sampled frame: ``index`` counts decoded frames from 0; ``rgb`` is HxWx3 uint8 RGB."""
-
-    index: int
-    time_s: float
-    rgb: np.ndarray
 
 
 class PredictionLike(Protocol):
@@ -154,22 +137,7 @@ class ClassSummary:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
 
 
-def is_video_path(path: str | Path) -> bool:
-    """A video by extension; hidden files (macOS ``._clip.mp4`` on SD cards) are not."""
-    path = Path(path)
-    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
-
-
-def clock(seconds: float) -> str:
-    """``75.25`` → ``"1:15.2"`` (``h:mm:ss.s`` past an hour)."""
-    tenths = int(round(max(seconds, 0.0) * 10))
-    minutes, tenth_s = divmod(tenths, 600)
-    hours, minutes = divmod(minutes, 60)
-    sec = f"{tenth_s // 10:02d}.{tenth_s % 10}"
-    return f"{hours}:{minutes:02d}:{sec}" if hours else f"{minutes}:{sec}"
-
-
-def _sampling_step(every: float | None, fps: float | None) -> float:
+def sampling_step(every: float | None, fps: float | None) -> float:
     if fps is not None and every == 1.0:
         every = None  # fps with the default every: fps wins (the CLI refuses both flags given)
     if every is not None and fps is not None:
@@ -184,108 +152,6 @@ def _sampling_step(every: float | None, fps: float | None) -> float:
                 fix=f"e.g. --{name} {'0.5' if name == 'every' else '2'}",
             )
     return 1.0 / float(fps) if fps is not None else float(every if every is not None else 1.0)
-
-
-def open_video(path: Path) -> tuple[cv2.VideoCapture, VideoInfo]:
-    """An opened FFmpeg capture (BGR frames; release it) and its header, or ImageDecodeError."""
-    if not path.is_file():
-        raise ImageDecodeError("no such file", path=path, fix="check the path")
-    if path.stat().st_size == 0:
-        raise ImageDecodeError("zero-byte file", path=path, fix=_FIX_DAMAGED)
-    # FFmpeg explicitly: the image-sequence backend would read "clip%03d.mp4" as a pattern. An
-    # absolute path, so that a name like "concat:x" is never taken for an FFmpeg protocol.
-    capture = cv2.VideoCapture(str(path.resolve()), cv2.CAP_FFMPEG)
-    if not capture.isOpened():
-        capture.release()
-        raise ImageDecodeError(
-            "cannot open as a video (not a video, an unknown codec, or cut off before its index)",
-            path=path,
-            fix="if it plays elsewhere, re-encode it to H.264 MP4; if not, copy it again from "
-            "the camera or card",
-        )
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    info = VideoInfo(
-        path=path,
-        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        # Some containers report 0, NaN or a 1000 fps time base instead of the frame rate.
-        fps=float(fps) if math.isfinite(fps) and 0 < fps <= 480 else 0.0,
-        frame_count=max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), -1),
-    )
-    return capture, info
-
-
-def probe_video(path: str | Path) -> VideoInfo:
-    """Size, frame rate and frame count from the header (no decoding); ImageDecodeError if none."""
-    capture, info = open_video(Path(path))
-    capture.release()
-    return info
-
-
-class _Clock:
-    """Frame timestamps: the stream's own when the backend reports them (right for variable frame
-    rate phone footage), else ``index / fps``. Decided on frame 1 (frame 0 is at 0 either way)."""
-
-    def __init__(self, capture: cv2.VideoCapture, info: VideoInfo):
-        self.capture, self.info, self.use_stream, self.last = capture, info, None, 0.0
-
-    def __call__(self, index: int) -> float:
-        stream = self.capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-        if self.use_stream is None and index >= 1:
-            self.use_stream = math.isfinite(stream) and stream > 0
-            if not self.use_stream and not self.info.fps:
-                raise ImageDecodeError(
-                    "has neither frame timestamps nor a frame rate",
-                    path=self.info.path,
-                    fix="re-encode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`",
-                )
-        if self.use_stream:
-            t = stream if math.isfinite(stream) else self.last
-        else:
-            t = index / self.info.fps if self.info.fps else 0.0
-        # Never backwards, whatever the container says; microseconds hide ms→s float noise.
-        self.last = max(round(t, 6), self.last)
-        return self.last
-
-
-def _decode(path: Path, step: float, emit: Callable[[Any], bool]) -> None:
-    """The worker: grab every frame, retrieve (convert) only the sampled ones, ``emit`` them."""
-    capture, info = open_video(path)
-    try:
-        now = _Clock(capture, info)
-        # Half a frame: pick the frame nearest each target time, immune to float rounding.
-        slack = 0.5 / info.fps if info.fps else 1e-6
-        target, index, last_t, sampled = 0.0, 0, 0.0, 0
-        while True:
-            # grab() demuxes and decodes but skips the BGR conversion and copy that retrieve()
-            # does; seeking (CAP_PROP_POS_FRAMES) is avoided: it is not frame-exact for all files.
-            if not capture.grab():
-                break
-            t = now(index)
-            if t + slack >= target:
-                ok, bgr = capture.retrieve()
-                if not ok or bgr is None:
-                    break  # a frame that demuxed but does not decode: damage, as below
-                if not emit(VideoFrame(index, t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))):
-                    return
-                sampled += 1
-                target = (math.floor((t + slack) / step + 1e-9) + 1) * step
-            last_t = t
-            index += 1
-        if index == 0 or sampled == 0:
-            raise ImageDecodeError(
-                f"video is corrupt or truncated: no frame decodes (the header promises "
-                f"{info.frame_count})",
-                path=path,
-                fix=_FIX_DAMAGED,
-            )
-        allowed = max(_SHORTFALL_FRAMES, math.ceil(_SHORTFALL_FRACTION * info.frame_count))
-        if info.frame_count > 0 and index < info.frame_count - allowed:
-            raise VideoTruncatedError(
-                path, frames_read=index, expected=info.frame_count, until_s=last_t
-            )
-    finally:
-        capture.release()
 
 
 _END = object()
@@ -304,7 +170,7 @@ def sample_frames(
     Closing the iterator early (``break``, ``.close()``) or an exception stops the thread and
     releases the file. Raises ``ImageDecodeError`` as described in the module docstring.
     """
-    return _frames(Path(path), _sampling_step(every, fps))
+    return _frames(Path(path), sampling_step(every, fps))
 
 
 def _frames(path: Path, step: float) -> Iterator[VideoFrame]:
@@ -323,7 +189,7 @@ def _frames(path: Path, step: float) -> Iterator[VideoFrame]:
 
     def work() -> None:
         try:
-            _decode(path, step, emit)
+            decode_sampled(path, step, emit)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
             emit(exc)
         emit(_END)

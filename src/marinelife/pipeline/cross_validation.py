@@ -5,7 +5,8 @@ Folds are stratified by class and keep duplicate groups (exact and near-duplicat
 Each fold trains a full run folder; the held-out fold is that run's ``test`` split, and early
 stopping uses an inner, equally duplicate-aware validation split carved from the training folds
 (``--inner-val 0`` uses the held-out fold for both: faster, but optimistic). The test split, if
-any, is left untouched.
+any, is left untouched. ``groups`` (sites, dives, days: :mod:`marinelife.data.groups`) are joined
+with the duplicate groups, so no site is ever both trained on and held out in one fold.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from marinelife.config import TrainConfig
+from marinelife.data.groups import GroupSource, merge_groups, parse_group_source, resolve_groups
 from marinelife.data.hashing import group_ids
 from marinelife.data.scan import DatasetLayout, Sample, scan_dataset
 from marinelife.errors import MarineLifeError
@@ -120,22 +122,34 @@ def run_cv(
     out_dir: Path | None = None,
     runs_dir: Path = Path("runs"),
     inner_val: float = 0.15,
+    groups: str | Path | GroupSource | None = None,
 ) -> dict[str, Any]:
     """Train one run per fold under ``out_dir`` and write ``cv_summary.json`` + ``cv_report.html``.
 
     Folds whose run folder already holds metrics are reused, so an interrupted cv continues.
+    ``groups``: a group source; every group stays inside one fold (and one inner split).
     """
     if not 0.0 <= inner_val < 0.5:
         raise MarineLifeError(f"--inner-val {inner_val}: must be in [0, 0.5)")
+    source = parse_group_source(groups) if groups is not None else None
     layout = scan_dataset(Path(data).expanduser())
     pool = cv_pool(layout)
     index = layout.class_to_index
     labels = np.array([index[s.label] for s in pool])
-    groups = np.asarray(group_ids([s.path for s in pool]))
+    user = resolve_groups(source, layout.root, [s.path for s in pool]) if source else None
+    duplicates = group_ids([s.path for s in pool])
+    groups = np.asarray(duplicates)
+    if user is not None:
+        groups = np.asarray(merge_groups(duplicates, user))
+        if len(np.unique(groups)) < folds:
+            raise MarineLifeError(f"--groups {source}: only {len(np.unique(groups))} groups "
+                                  f"(duplicates joined) for {folds} folds",
+                                  fix="use fewer --folds or finer groups")  # fmt: skip
     fold = assign_folds(labels, groups, folds, seed=config.seed)
     out = out_dir or runs_dir / f"cv-{config.recipe}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
-    _write_assignment(out / "folds.csv", pool, groups, fold, resuming=any(out.glob("fold-*")))
+    _write_assignment(out / "folds.csv", pool, duplicates, fold,
+                      resuming=any(out.glob("fold-*")), user=user)  # fmt: skip
     results = []
     for k in range(folds):
         run_dir = out / f"fold-{k + 1}"
@@ -152,6 +166,7 @@ def run_cv(
             train(layout_k, config, run_dir=run_dir)
         results.append(_fold_metrics(run_dir))
     summary = summarise(results, list(layout.classes), inner_val=inner_val, recipe=config.recipe)
+    summary["groups"] = str(source) if source else None
     (out / "cv_summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     report = write_cv_report(summary, out)
     print(f"{folds}-fold cv of {config.recipe}: accuracy {summary['accuracy']['mean']:.4f} ± "
@@ -161,15 +176,18 @@ def run_cv(
     return summary
 
 
-def _write_assignment(path: Path, pool: Sequence[Sample], groups, fold, *, resuming: bool) -> None:
+def _write_assignment(
+    path: Path, pool: Sequence[Sample], groups, fold, *, resuming: bool, user=None
+) -> None:
     import csv
     import io
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "label", "duplicate_group", "fold"])
-    for s, g, f in zip(pool, groups, fold):
-        writer.writerow([str(s.path), s.label, int(g), int(f) + 1])
+    # Without --groups the file stays byte-identical to older versions, so their folds resume.
+    writer.writerow(["file", "label", "duplicate_group", "fold"] + (["group"] if user else []))
+    for i, (s, g, f) in enumerate(zip(pool, groups, fold)):
+        writer.writerow([str(s.path), s.label, int(g), int(f) + 1] + ([user[i]] if user else []))
     text = buffer.getvalue()
     # Finished folds are reused only when they were cut exactly the same way.
     if resuming and path.is_file() and path.read_text(encoding="utf-8") != text:
@@ -235,6 +253,8 @@ def write_cv_report(summary: dict[str, Any], out: Path) -> Path:
     how = ("early stopping on an inner validation split of the training folds "
            f"({summary['inner_val']:.0%})" if summary["inner_val"] > 0 else
            "early stopping on the held-out fold itself (optimistic)")  # fmt: skip
+    if summary.get("groups"):
+        how += f"; every group of <code>{rh.esc(summary['groups'])}</code> inside one fold"
     body = (
         rh.table(["fold", "accuracy", "macro-F1", "held-out images"], rows, numeric={1, 2, 3})
         + f'<p class="note">Stratified, duplicate-aware folds over train+val; {how}. '

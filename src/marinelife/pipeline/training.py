@@ -18,6 +18,7 @@ from marinelife.config import TrainConfig, load_config, save_config
 from marinelife.data.preprocess import preprocess_config_for_model
 from marinelife.data.scan import DatasetLayout, save_classes, scan_dataset
 from marinelife.errors import MarineLifeError
+from marinelife.evaluate.evals import dataset_record
 from marinelife.evaluate.evaluate_split import (
     evaluable_samples,
     predict_samples,
@@ -95,7 +96,10 @@ def build_trainer(
     device = device or torch.device("cpu")
     model = build_classifier(config, len(layout.classes), pretrained=pretrained).to(device)
     preprocess = preprocess_config_for_model(
-        model.backbone, input_size=config.input_size, denoise=config.denoise
+        model.backbone,
+        input_size=config.input_size,
+        denoise=config.denoise,
+        enhance=config.enhance,
     )
     return Trainer(
         config=config,
@@ -177,7 +181,8 @@ def train(
         "architecture": config.architecture,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "train_samples": len(layout.samples("train")),
-        "data": str(Path(layout.root).resolve()),
+        # The dataset path and fingerprint: `evaluate` tells the training data from any other.
+        **dataset_record(layout.root, layout.samples(split)),
     }
     metrics = write_split_metrics(run_dir, split, samples, targets, probs, layout.classes, extra)
     _add_test_metrics_to_bundle(run_dir, metrics)
