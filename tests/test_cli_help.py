@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from marinelife.cli import build_parser
-from marinelife.cli_help import recipe_lines
+from marinelife.cli.help import recipe_lines
 
 
 def verbs() -> dict[str, argparse.ArgumentParser]:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,19 @@ class Model:
                                       fix="pass an HxWx3 uint8 RGB array") from exc  # fmt: skip
             out.extend(self.predictor.predict_batch(batch, top_k=top_k))
         return out
+
+    def write_predictions(self, inputs: Sequence[str | Path], **options: Any) -> int:
+        """What ``marinelife predict`` runs: stream every input (photos, videos, folders, globs)
+        and write one row per input and sampled frame — a table, CSV or JSON on stdout, or with
+        ``out_dir=`` files there (``fmt="dwc"``: a Darwin Core Archive; videos: their pages).
+
+        Options are those of :class:`~marinelife.infer.predict_cli.PredictOptions` (``top_k``,
+        ``fmt``, ``out_dir``, ``every``, ``fps``, ``taxonomy``, ``include_unknown``, ``resume``,
+        ``overwrite``, ``workers``, ``batch_size``). Returns 0, or 1 when any input failed.
+        """
+        from marinelife.infer.predict_cli import write_predictions
+
+        return write_predictions(self.predictor, list(inputs), **options)
 
     def to_dwc(
         self,

@@ -74,11 +74,29 @@ def audit(run: str | Path, data: str | Path, *, out: str | Path | None = None) -
     return run_audit(Path(run), Path(data), out=Path(out) if out else None)
 
 
-def serve(model: str | Path, **options: Any) -> int:
-    """Serve ``model`` over HTTP (upload page + JSON API) until interrupted; see docs/deploy.md."""
-    from marinelife.infer.server import run_server
+def serve(
+    model: str | Path,
+    *,
+    max_upload_mb: float = 100.0,
+    max_file_mb: float = 25.0,
+    max_files: int = 16,
+    top_k: int = 3,
+    **options: Any,
+) -> int:
+    """Serve ``model`` over HTTP (upload page + JSON API) until interrupted; see docs/deploy.md.
 
-    return run_server(model, **options)
+    ``options``: ``host``, ``port``, ``backend``, ``api_key``, ``reject``, ``threads``,
+    ``workers`` (those of ``marinelife serve``).
+    """
+    from marinelife.infer.server import ServeSettings, run_server
+
+    limits = ServeSettings(
+        max_upload_bytes=int(max_upload_mb * 2**20),
+        max_file_bytes=int(max_file_mb * 2**20),
+        max_files=max_files,
+        top_k=top_k,
+    )
+    return run_server(model, settings=limits, **options)
 
 
 def demo(data: str | Path | None = None, *, project: str | Path = "runs") -> Path:

@@ -10,10 +10,10 @@ A result is a *record*, the JSON object of one row::
 
 ``frame``/``time_s`` are null for a photo; a failed input has an empty label, a null
 confidence and the reason in ``error``, so that every input can be joined back to the list it
-came from. The CSV has the same fields flat (:func:`csv_header`). Both writers stream: a row is on disk (or stdout) as soon
-as it is known, never the whole run in memory. :func:`read_records` reads either file back, for
-``--resume``, merging torchrun parts and building the Darwin Core archive, and cuts off a last
-row that an interrupted run left half-written.
+came from. The CSV has the same fields flat (:func:`csv_header`). Both writers stream: a row is
+on disk (or stdout) as soon as it is known, never the whole run in memory. :func:`read_records`
+reads either file back, for ``--resume``, merging torchrun parts and building the Darwin Core
+archive, and cuts off a last row that an interrupted run left half-written.
 """
 
 from __future__ import annotations
