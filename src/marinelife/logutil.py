@@ -71,3 +71,20 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     if many is None:
         many = noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
     return f"{count:,} {many}"
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: wide East Asian characters 2, combining marks 0."""
+    import unicodedata
+
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+def pad(text: str, width: int, *, right: bool = False) -> str:
+    """``text`` padded to ``width`` terminal columns (``ljust``/``rjust`` count characters, so
+    a CJK file name would push the rest of its row out of line)."""
+    fill = " " * max(0, width - display_width(text))
+    return fill + text if right else text + fill

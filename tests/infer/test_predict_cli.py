@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 
 import pytest
@@ -86,3 +87,19 @@ def test_user_errors_exit_2(tiny_bundle, tmp_path, capsys):
     assert paths == [] and problems == [(str(empty), "folder contains no images")]
     # The columns added since (frame, EXIF, error) come after the ones scripts already read.
     assert csv_header(1)[:5] == ["path", "label", "confidence", "top1_label", "top1_prob"]
+
+
+def test_table_columns_stay_aligned_with_wide_file_names(tiny_bundle, photos, capsys):
+    """A CJK file name takes two terminal columns per character; the table pads by columns."""
+    from marinelife.logutil import display_width
+
+    source = next((photos / "synthetic star").glob("*.png"))
+    wide = photos / "synthetic star" / "海星の写真.png"
+    shutil.copyfile(source, wide)
+    code, out, _ = _predict(capsys, tiny_bundle, source, wide)
+    assert code == 0
+    lines = out.splitlines()
+    # The (right-aligned) confidence column ends at the same terminal column on every row.
+    ends = [display_width(line[: re.search(r"\d\.\d{3}", line).end()]) for line in lines[1:]]
+    assert len(ends) == 2 and ends[0] == ends[1]
+    assert display_width("海星") == 4 and display_width("e\u0301") == 1

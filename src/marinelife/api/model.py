@@ -19,6 +19,7 @@ from marinelife.infer.predictor import Prediction, Predictor
 from marinelife.infer.video import ClassSummary, is_video_path, sampling_step
 from marinelife.infer.video_rows import predict_video_file
 from marinelife.infer.video_rows import video_summary as summarize_frames
+from marinelife.logutil import plural
 
 __all__ = ["Model", "Prediction", "load", "video_summary"]
 
@@ -39,7 +40,7 @@ class Model:
         return self.predictor.describe()
 
     def __repr__(self) -> str:
-        return f"Model({self.predictor.source!r}, {len(self.classes)} classes)"
+        return f"Model({self.predictor.source!r}, {plural(len(self.classes), 'class')})"
 
     def predict(
         self,

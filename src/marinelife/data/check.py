@@ -30,6 +30,7 @@ MISSING_CLASS = "missing-class"
 UNKNOWN_CLASS = "unknown-class"
 MISSING_SPLIT = "missing-split"
 UNREADABLE_FOLDER = "unreadable-folder"
+TOO_FEW_CLASSES = "too-few-classes"
 _MAX_LISTED = 50
 
 
@@ -148,7 +149,19 @@ def discover(root: str | Path) -> Inventory:
         inv.classes = all_classes
     if not inv.images:
         raise MarineLifeError("contains no images in class folders", path=root, fix=EXPECTED_LAYOUT)
+    with_images = sorted({e.label for e in inv.images})
+    if len(with_images) < 2:
+        inv.layout_problems.append(Problem(TOO_FEW_CLASSES, root, one_class_message(with_images)))
     return inv
+
+
+def one_class_message(classes: list[str]) -> str:
+    """Why a dataset of fewer than two classes cannot train a classifier (check/split/train)."""
+    return (
+        f"only {plural(len(classes), 'class')} with images ({', '.join(classes) or 'none'}): "
+        "a classifier needs at least 2 — add a folder of photos for each other class "
+        "(ROOT/CLASS/*.jpg)"
+    )
 
 
 def _rel(path: Path, root: Path) -> str:

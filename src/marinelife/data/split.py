@@ -28,6 +28,7 @@ import numpy as np
 from marinelife.data import group_split as gs
 from marinelife.data.check import (
     EMPTY_CLASS,
+    TOO_FEW_CLASSES,
     UNREADABLE_FOLDER,
     ImageEntry,
     discover,
@@ -37,6 +38,7 @@ from marinelife.data.groups import GroupSource, parse_group_source, resolve_grou
 from marinelife.data.hashing import FileRecord, analyze_files, duplicate_components, group_numbers
 from marinelife.data.scan import SPLITS
 from marinelife.errors import MarineLifeError
+from marinelife.logutil import plural
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +326,8 @@ def run_split(
     inv = discover(src)
     check_destination(dst, src)
     for problem in inv.layout_problems:
+        if problem.kind == TOO_FEW_CLASSES:
+            raise MarineLifeError(problem.message, path=src)
         # Pooling makes missing or val/test-only classes harmless; empty or unreadable ones are not.
         if problem.kind in (EMPTY_CLASS, UNREADABLE_FOLDER):
             log.warning("%s: %s (skipped)", problem.path, problem.message)
@@ -357,7 +361,12 @@ def _print_summary(
     kept = sum(sum(c.values()) for c in counts.values())
     sizes = Counter(a.group for a in plan if a.split is not None)
     grouped = sum(n for n in sizes.values() if n > 1)
-    lines = [f"Split {kept:,} images into {dst}:", "", *format_count_table(counts, classes), ""]
+    lines = [
+        f"Split {plural(kept, 'image')} into {dst}:",
+        "",
+        *format_count_table(counts, classes),
+        "",
+    ]
     if grouped:
         multi = sum(1 for n in sizes.values() if n > 1)
         lines.append(f"{grouped} images in {multi} duplicate groups were kept inside one split.")
@@ -366,7 +375,9 @@ def _print_summary(
                                   dst)  # fmt: skip
     left_out = [a for a in plan if a.split is None]
     if left_out:
-        lines.append(f"Left out {len(left_out)} files (listed in {dst / 'excluded.csv'}):")
+        lines.append(
+            f"Left out {plural(len(left_out), 'file')} (listed in {dst / 'excluded.csv'}):"
+        )
         for a in left_out[:20]:
             lines.append(f"  {a.entry.path.relative_to(src).as_posix()}: {a.reason}")
         if len(left_out) > 20:

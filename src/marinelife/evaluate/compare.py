@@ -27,7 +27,7 @@ from marinelife.evaluate.stats import (
     macro_f1_interval,
     mcnemar_exact,
 )
-from marinelife.logutil import plural
+from marinelife.logutil import display_width, pad, plural
 
 SPEED_IMAGES = 32
 SPEED_BATCH = 16
@@ -209,8 +209,10 @@ def _pair_row(p: PairTest) -> list[str]:
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    widths = [
+        max(display_width(h), *(display_width(r[i]) for r in rows)) for i, h in enumerate(headers)
+    ]
+    line = lambda cells: "  ".join(pad(c, w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
 
 

@@ -57,7 +57,7 @@ from marinelife.infer.video_rows import (
     predict_video_file,
     write_video_outputs,
 )
-from marinelife.logutil import progress_enabled
+from marinelife.logutil import display_width, pad, progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -363,8 +363,9 @@ class _Table:
     def close(self) -> None:
         if len(self.rows) == 1:
             return
-        widths = [max(len(r[i]) for r in self.rows) for i in range(3)]
+        widths = [max(display_width(r[i]) for r in self.rows) for i in range(3)]
         for r in self.rows:
-            line = f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}"
+            cells = [pad(r[0], widths[0]), pad(r[1], widths[1]), pad(r[2], widths[2], right=True)]
+            line = "  ".join([*cells, r[3]])
             print(line.rstrip(), file=self.out)
         self.out.flush()

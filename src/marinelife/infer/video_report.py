@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from PIL import Image
 
+from marinelife.data.figures import save_figure
 from marinelife.errors import ImageDecodeError
 from marinelife.infer.video import ClassSummary, FrameResult, clock, open_video, probe_video
 
@@ -200,9 +201,7 @@ def timeline_figure(
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _duration(file: str, results: Sequence[FrameResult]) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from marinelife.config import TrainConfig, load_config, save_config
+from marinelife.data.check import one_class_message
 from marinelife.data.preprocess import preprocess_config_for_model
 from marinelife.data.scan import DatasetLayout, save_classes, scan_dataset
 from marinelife.errors import MarineLifeError
@@ -116,6 +117,8 @@ def load_training_layout(data: Path) -> DatasetLayout:
     """Scan ``data`` and insist on train/ and val/ (test/ optional) before anything is written."""
     layout = scan_dataset(data)
     layout.require_splits("train")
+    if len(layout.classes) < 2:
+        raise MarineLifeError(one_class_message(layout.classes), path=layout.root / "train")
     require_val_split(layout)
     return layout
 
