@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _resplit import SPLITS, resplits
-from linear_probe import probe
+from _resplit import SPLITS
+from linear_probe import probe, resplit_probes
 from marinelife.config import ENHANCE_FILTERS, EnhanceConfig
 from marinelife.data.preprocess import (
     PreprocessConfig,
@@ -72,20 +72,6 @@ def extract(
     return out
 
 
-def resplit_scores(
-    features: dict[str, np.ndarray], targets: dict[str, np.ndarray], c: float, repeats: int
-) -> np.ndarray:
-    """Test top-1 on ``repeats`` re-splits (C fixed, as ``linear_probe.py --resplits`` does)."""
-    pooled_x = np.concatenate([features[s] for s in SPLITS])
-    pooled_y = np.concatenate([targets[s] for s in SPLITS])
-    scores = []
-    for chosen in resplits(targets, repeats):
-        feats = {s: pooled_x[i] for s, i in chosen.items()}
-        labels = {s: pooled_y[i] for s, i in chosen.items()}
-        scores.append(probe(feats, labels, grid=(c,))[1])
-    return np.asarray(scores)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/sea-animals-dev"))
@@ -118,7 +104,7 @@ def main() -> int:
         features = extract(backbone, preprocess, samples, device, args.batch)
         seconds = time.perf_counter() - start
         val, test, c = probe(features, targets)
-        scores = resplit_scores(features, targets, c, args.resplits) if args.resplits else None
+        scores = resplit_probes(features, targets, c, args.resplits) if args.resplits else None
         rows[name] = (val, test, c, scores, seconds)
         spread = ""
         if scores is not None:
