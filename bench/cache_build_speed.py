@@ -28,6 +28,14 @@ from marinelife.fit.stage_data import auto_workers
 from marinelife.pipeline.training import build_trainer
 
 
+class _DecodePerView(fc._ViewDataset):
+    """The view dataset as it was: every view decodes its photo again (for the comparison)."""
+
+    def _decoded(self, i: int):
+        self._last = None
+        return super()._decoded(i)
+
+
 def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:7.1f} items/s ({seconds:6.1f} s)"
 
@@ -70,9 +78,9 @@ def main() -> None:
 
     hashes = data._hashes_for(samples)
     for reuse in (False, True):
-        dataset = fc._ViewDataset(samples, hashes, data.eval_transform, data.train_transform,
-                                  args.views, config.seed, data.draft)  # fmt: skip
-        dataset.reuse_decode = reuse
+        kind = fc._ViewDataset if reuse else _DecodePerView
+        dataset = kind(samples, hashes, data.eval_transform, data.train_transform,
+                       args.views, config.seed, data.draft)  # fmt: skip
         loader = DataLoader(dataset, batch_size=batch, num_workers=workers,
                             collate_fn=fc._collate)  # fmt: skip
         start = time.perf_counter()

@@ -84,8 +84,6 @@ class _ViewDataset(Dataset):
     the last decoded photo is kept and its other views reuse it instead of decoding it again.
     """
 
-    reuse_decode = True  # bench/cache_build_speed.py times it off beside on
-
     def __init__(self, samples, hashes, eval_transform, train_transform, views, seed, draft):
         self.samples, self.hashes = list(samples), list(hashes)
         self.eval_transform, self.train_transform = eval_transform, train_transform
@@ -96,7 +94,7 @@ class _ViewDataset(Dataset):
         return len(self.samples) * (self.views + 1)
 
     def _decoded(self, i: int) -> np.ndarray | ImageDecodeError:
-        if self.reuse_decode and self._last is not None and self._last[0] == i:
+        if self._last is not None and self._last[0] == i:
             return self._last[1]
         try:
             image = load_image_array(self.samples[i].path, draft_size=self.draft)
@@ -290,11 +288,18 @@ def space_problem(folder: Path, needed: int) -> MarineLifeError | None:
 
 
 def cache_entry_missing(key: str, shape: tuple[int, ...]) -> bool:
-    """True when ``key`` has no intact entry on some machine (so it must be built)."""
-    folder = cache_dir() / key
+    """True when ``key`` has no committed entry of ``shape`` on some machine.
+
+    Reads only ``meta.json`` (written last): the checksum over the data, which reads the whole
+    file, runs once, when the entry is loaded; a damaged entry is rebuilt there.
+    """
+    meta = cache_dir() / key / "meta.json"
+    try:
+        present = tuple(json.loads(meta.read_text("utf-8"))["shape"]) == tuple(shape)
+    except (OSError, ValueError, KeyError, TypeError):
+        present = False
     checker = distributed.local_rank() == 0
-    intact = load_entry(folder, shape) is not None if checker else True
-    return not distributed.all_true(intact)
+    return not distributed.all_true(present or not checker)
 
 
 def cached_features(
