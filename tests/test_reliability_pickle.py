@@ -18,8 +18,8 @@ import torch
 from marinelife import fileio
 from marinelife.errors import MarineLifeError
 from marinelife.fit import checkpoint as ck
-from marinelife.models.backbones import read_weights_file
 from marinelife.models.bundle import load_bundle, read_model_info
+from marinelife.models.weight_files import read_weights_file
 
 
 class RunsCode:

@@ -190,11 +190,15 @@ def preprocess_config_for_architecture(
     denoise: DenoiseConfig | None = None,
     enhance: EnhanceConfig | None = None,
 ) -> PreprocessConfig:
-    """Like :func:`preprocess_config_for_model` from a timm name, without building the model."""
+    """Like :func:`preprocess_config_for_model` from a timm name, without building the model;
+    an ensemble ``"a+b"`` takes its largest member's, as ``EnsembleBackbone`` does."""
     import timm
     import timm.data
     import timm.models
 
+    if "+" in architecture:
+        size = lambda n: getattr(timm.models.get_pretrained_cfg(n), "input_size", (0,))[-1]  # noqa: E731
+        architecture = max(architecture.split("+"), key=size)
     pretrained_cfg = timm.models.get_pretrained_cfg(architecture)
     if pretrained_cfg is None:
         if not timm.is_model(architecture):

@@ -1,12 +1,6 @@
 """timm backbones, classification heads and pretrained-weight resolution (offline included)."""
 
-from marinelife.models.backbones import (
-    check_architecture,
-    create_backbone,
-    load_backbone_state,
-    read_weights_file,
-    state_dict_sha256,
-)
+from marinelife.models.backbones import check_architecture, create_backbone
 from marinelife.models.blocks import backbone_blocks
 from marinelife.models.classifier import (
     Classifier,
@@ -23,6 +17,11 @@ from marinelife.models.offline_weights import (
     cache_root,
     has_offline_weights,
     load_offline_weights,
+)
+from marinelife.models.weight_files import (
+    load_backbone_state,
+    read_weights_file,
+    state_dict_sha256,
 )
 
 __all__ = [

@@ -118,11 +118,13 @@ def set_trainable(
     if fraction >= 1.0:
         model.backbone.requires_grad_(True)
     elif fraction > 0.0:
-        blocks = backbone_blocks(model.backbone)
-        # The epsilon keeps float noise (0.3 * 10 = 3.0000000000000004) from adding a block.
-        count = max(1, math.ceil(fraction * len(blocks) - 1e-9))
-        for block in blocks[-count:]:
-            block.requires_grad_(True)
+        # An ensemble tunes the same top share of every member, not just the last member's.
+        for part in getattr(model.backbone, "members", [model.backbone]):
+            blocks = backbone_blocks(part)
+            # The epsilon keeps float noise (0.3 * 10 = 3.0000000000000004) from adding a block.
+            count = max(1, math.ceil(fraction * len(blocks) - 1e-9))
+            for block in blocks[-count:]:
+                block.requires_grad_(True)
     if not train_batchnorm:
         for module in model.backbone.modules():
             if isinstance(module, _BatchNorm):
