@@ -5,8 +5,9 @@
 
 Prints, for the same photos and views: (1) ORT images/s on ready tensors (batch 32, the build's
 batch), (2) the view pipeline alone (decode → augment → tensor, through the build's DataLoader),
-with the decoded photo reused for its views and without, (3) the whole cache build (ONNX Runtime
-extraction). The build's share of (1) is the issue's "≥ 90 % of the model's speed" figure.
+with the decoded photo reused for its views and without, (4) where a photo's CPU time goes, step
+by step in one thread, (3) the whole cache build (ONNX Runtime extraction). The build's share of
+(1) is the issue's "≥ 90 % of the model's speed" figure.
 """
 
 from __future__ import annotations
@@ -34,6 +35,41 @@ class _DecodePerView(fc._ViewDataset):
     def _decoded(self, i: int):
         self._last = None
         return super()._decoded(i)
+
+
+def _breakdown(samples, data, views: int) -> None:
+    """Single-threaded ms per photo of each step of the view pipeline: where the CPU goes."""
+    from marinelife.data.image_io import load_image_array
+    from marinelife.data.preprocess import to_normalised_tensor
+    from marinelife.data.transforms import TrainTransform
+
+    train = data.train_transform
+    steps = {"decode (draft)": 0.0, "clean view (resize+crop+normalise)": 0.0,
+             "resize + filters, once per photo": 0.0, f"augment x{views}": 0.0,
+             f"normalise x{views}": 0.0}  # fmt: skip
+    names = list(steps)
+    for sample in samples:
+        t0 = time.perf_counter()
+        image = load_image_array(sample.path, draft_size=data.draft)
+        t1 = time.perf_counter()
+        data.eval_transform(image)
+        t2 = time.perf_counter()
+        steps[names[0]] += t1 - t0
+        steps[names[1]] += t2 - t1
+        if not isinstance(train, TrainTransform):
+            continue
+        t3 = time.perf_counter()
+        prepared = train._prepared(image)
+        steps[names[2]] += time.perf_counter() - t3
+        for _ in range(views):
+            t4 = time.perf_counter()
+            array = train.pipeline(image=prepared)["image"]
+            t5 = time.perf_counter()
+            to_normalised_tensor(array, train.config.mean, train.config.std)
+            steps[names[3]] += t5 - t4
+            steps[names[4]] += time.perf_counter() - t5
+    for name, seconds in steps.items():
+        print(f"(4) {name:38s} {1000 * seconds / len(samples):6.2f} ms per photo")
 
 
 def _rate(count: int, seconds: float) -> str:
@@ -89,6 +125,7 @@ def main() -> None:
         label = "decoded once per photo" if reuse else "decoded once per view "
         print(f"(2) views only, {label}  {_rate(items, time.perf_counter() - start)}")
 
+    _breakdown(samples, data, args.views)
     start = time.perf_counter()
     data.features(samples, views=args.views, desc="bench")
     build_s = time.perf_counter() - start

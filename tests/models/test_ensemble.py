@@ -132,3 +132,46 @@ def test_ensemble_recipe_through_every_command(tiny_dataset, tmp_path, monkeypat
         upload = {"file": ("a.png", image_bytes("PNG"), "image/png")}
         reply = client.post("/v1/predict", files=upload)
     assert reply.status_code == 200, reply.text
+
+
+def _quick(data, tmp_path, name, recipe="ensemble-lite", **overrides):
+    return ml.train(
+        data, recipe=recipe, name=name, project=tmp_path / "runs", input_size=40, epochs=1,
+        feature_cache_views=1, batch_size=8, workers=0, report=False, **overrides,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_members_are_cached_apart_and_shared(tiny_dataset, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from marinelife.models import backbones
+
+    # The offline ImageNet weights (the same digest every time), never the network.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(backbones, "_hub_reachable", lambda url: False)
+    monkeypatch.setattr(backbones, "_timm_cached_file", lambda cfg: None)
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    pair = _quick(
+        tiny_dataset, tmp_path, "pair", architecture="tf_efficientnet_lite0+tf_efficientnet_lite2"
+    ).test_metrics
+    assert pair["feature_cache"]["features train"]["members_built"] == 2
+    assert len(list((tmp_path / "cache" / "features").iterdir())) == 4  # 2 members x train/val
+    # The three-member ensemble shares Lite0 and Lite2 with it: only Lite1 is computed.
+    three = _quick(tiny_dataset, tmp_path, "three").test_metrics
+    assert three["feature_cache"]["features train"]["members_built"] == 1
+    assert three["feature_cache"]["features val"]["members_built"] == 1
+    # Lite2 sees the ensemble's input unresized: a single-backbone Lite2 run reuses its cache.
+    single = _quick(
+        tiny_dataset,
+        tmp_path,
+        "single",
+        recipe="two-stage-lite",
+        architecture="tf_efficientnet_lite2",
+        finetune_epochs=0,
+    ).test_metrics
+    assert single["feature_cache"]["features train"]["hit"]
+    # Joined from cached members or computed at once: the same model, the same figures.
+    again = _quick(tiny_dataset, tmp_path, "again").test_metrics
+    assert again["feature_cache"]["features train"]["hit"]
+    assert (again["accuracy"], again["macro_f1"]) == (three["accuracy"], three["macro_f1"])

@@ -123,6 +123,7 @@ class TrainTransform:
         if seed is not None:
             self.pipeline.set_random_seed(seed)
         self._seeded_pid: int | None = None
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
 
     def set_random_seed(self, seed: int) -> None:
         """Reseed the augmentation (e.g. per item and epoch, for worker-count-independent runs)."""
@@ -140,14 +141,25 @@ class TrainTransform:
         if info is not None:
             self.pipeline.set_random_seed(info.seed % 2**32)
 
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        self._reseed_in_worker()
+    def _prepared(self, image: np.ndarray) -> np.ndarray:
+        """Resized and filtered: the same for every view of one photo, so kept for the next.
+
+        Holding the input itself (not its ``id``) means a new photo can never be mistaken for
+        the last one; the cached array is read-only, augmentation returns new arrays."""
+        if self._last is not None and self._last[0] is image:
+            return self._last[1]
         size = self.config.input_size
         rgb = as_rgb_image(image)
         resized = rgb.resize((size, size), INTERPOLATIONS[self.config.interpolation])
         array = np.asarray(resized, dtype=np.uint8)
         array = apply_filters(array, self.config.enhance, self.config.denoise)
-        array = self.pipeline(image=array)["image"]
+        array.flags.writeable = False
+        self._last = (image, array)
+        return array
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        self._reseed_in_worker()
+        array = self.pipeline(image=self._prepared(image))["image"]
         return to_normalised_tensor(array, self.config.mean, self.config.std)
 
     def __repr__(self) -> str:

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from marinelife.evaluate.tta import check_tta_mode, predict_samples_tta
 from marinelife.fileio import atomic_write_text
 from marinelife.logutil import plural
 from marinelife.models.forward import predict_probs
+from marinelife.models.onnx_forward import fast_cpu_forward
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,12 @@ def predict_samples(
     device: torch.device,
     batch_size: int = 32,
     workers: int = 0,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, probabilities); on a CPU a large split runs in ONNX Runtime (``forward``: one
+    the caller already built), else the model in PyTorch."""
+    if forward is None and device.type == "cpu":
+        forward = fast_cpu_forward(model, preprocess.input_size, items=len(samples))
     dataset = ImageSampleDataset(
         samples,
         class_to_index,
@@ -60,6 +66,8 @@ def predict_samples(
         draft_size=preprocess.draft_size,
     )
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    if forward is not None:
+        return predict_probs(forward, loader, device=device, desc="test")
     channels_last = device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

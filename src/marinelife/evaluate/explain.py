@@ -113,9 +113,12 @@ def gradcam_gallery(
     *,
     title: str,
     columns: int = 6,
-    batch_size: int = 8,
+    batch_size: int = 2,
 ) -> Path:
-    """Overlays for ``(file, caption, class)`` items (the class the map explains)."""
+    """Overlays for ``(file, caption, class)`` items (the class the map explains).
+
+    Small batches: the backward pass keeps every activation of the batch, which for an
+    ensemble of three backbones at 260 px took 7 GB at 8 images (1 s per image either way)."""
     from marinelife.evaluate.figures import plot_tiles
 
     cam = GradCam(model, preprocess.input_size)

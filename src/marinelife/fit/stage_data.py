@@ -24,9 +24,10 @@ from marinelife.fileio import file_sha256
 from marinelife.fit import distributed
 from marinelife.fit import feature_cache as fc
 from marinelife.fit.boundary_cache import split_within_budget
-from marinelife.fit.onnx_extract import onnx_extract
+from marinelife.fit.member_cache import ensemble_features
 from marinelife.fit.stages import Stage, plan_stages
 from marinelife.models import Classifier, frozen_batchnorm_eval
+from marinelife.models.onnx_forward import onnx_extract
 from marinelife.models.precision import autocast
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,8 @@ class StageDataBuilder:
 
         ``engine``: a holder for the chosen forward pass, shared by the calls of one stage over
         the same frozen part so that train and val builds export it once."""
+        if extract_fn is None and hasattr(self.model.backbone, "members"):
+            return ensemble_features(self, samples, views=views, desc=desc)
         hashes = self._hashes_for(samples)
         key = self._cache_key(hashes, views, part_sha)
         extract_fn = extract_fn or self.model.forward_features_pooled

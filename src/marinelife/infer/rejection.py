@@ -200,11 +200,13 @@ def ensure_rejection(
     device: torch.device | str = "cpu",
     tpr: float = DEFAULT_TPR,
     force: bool = False,
+    forward: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Calibrate on ``layout``'s val split and write the result into ``run_dir/model.json``.
 
-    Pass the in-memory ``model`` (best weights restored) to skip reloading the bundle. Kept when
-    already calibrated at the same TPR unless ``force``.
+    Pass the in-memory ``model`` (best weights restored) to skip reloading the bundle, and
+    ``forward`` (a function of an NCHW float32 array) to run it another way. Kept when already
+    calibrated at the same TPR unless ``force``.
     """
     from marinelife.models.bundle import load_bundle, read_model_info, write_model_json
 
@@ -216,7 +218,7 @@ def ensure_rejection(
         model, _ = load_bundle(run_dir)
     was_training = model.training
     rejection = calibrate_rejection(
-        model, layout.samples("val"), info.preprocess, tpr, device=device
+        forward or model, layout.samples("val"), info.preprocess, tpr, device=device
     )
     model.train(was_training)
     info.rejection = rejection

@@ -262,6 +262,6 @@ def _create_ensemble(
         )  # fmt: skip
         for name, size in zip(names, defaults)
     ]
-    ensemble = EnsembleBackbone(members)
+    ensemble = EnsembleBackbone(members, names)
     ensemble.marinelife_weights = ensemble_weights_info(members)
     return ensemble

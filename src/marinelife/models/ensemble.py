@@ -47,11 +47,16 @@ def _data_cfg(member: nn.Module) -> dict[str, Any]:
 class EnsembleBackbone(nn.Module):
     """Members' pooled features, concatenated; each member sees the input at its own size."""
 
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: list[nn.Module], names: list[str] | None = None):
         super().__init__()
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two members")
         self.members = nn.ModuleList(members)
+        # The names as written ("convnext_tiny.in12k_ft_in1k"): what member caches key on.
+        self.names = list(names) if names else [
+            str((getattr(m, "pretrained_cfg", None) or {}).get("architecture", i))
+            for i, m in enumerate(members)
+        ]  # fmt: skip
         cfgs = [_data_cfg(m) for m in members]
         largest = max(range(len(members)), key=lambda i: cfgs[i]["input_size"][-1])
         own = cfgs[largest]

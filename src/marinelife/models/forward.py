@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from marinelife.models.precision import autocast
 
 @torch.inference_mode()
 def predict_probs(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
     loader: Iterable,
     *,
     device: torch.device,
@@ -24,9 +24,11 @@ def predict_probs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(targets, softmax probabilities) for every sample of ``loader``, model in eval mode.
 
-    Local to this process: under DDP each rank predicts its own shard (see Trainer._validate).
+    ``model`` may also be a plain function of a batch (an ONNX Runtime session, see
+    :mod:`.onnx_forward`). Local to this process: under DDP each rank predicts its own shard.
     """
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     all_targets, all_probs = [], []
     for inputs, targets in progress(loader, total=len(loader), desc=desc, enabled=show_progress):
         inputs = inputs.to(device)

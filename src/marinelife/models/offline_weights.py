@@ -128,7 +128,10 @@ def _convert_package(architecture: str, source: Path) -> dict[str, torch.Tensor]
     import timm
 
     raw = torch.load(source, map_location="cpu", weights_only=True)
-    model = timm.create_model(architecture, pretrained=False)
+    # Only the first load converts: it must not move the run's random stream (the head's
+    # initialisation would then depend on whether the weights were converted before).
+    with torch.random.fork_rng(devices=[]):
+        model = timm.create_model(architecture, pretrained=False)
     converted = convert_lukemelas_state_dict(raw, [len(stage) for stage in model.blocks])
     result = model.load_state_dict(converted, strict=False)
     # The conversion is only trusted when it fills every key of timm's model, classifier included.

@@ -34,6 +34,7 @@ from marinelife.fit.trainer import Trainer, require_val_split, seed_everything
 from marinelife.infer.rejection import ensure_rejection
 from marinelife.models import build_classifier
 from marinelife.models.bundle import read_model_info, write_model_json
+from marinelife.models.onnx_forward import fast_cpu_forward
 from marinelife.models.precision import check_amp
 
 log = logging.getLogger(__name__)
@@ -169,11 +170,19 @@ def train(
     trainer.restore_best()
     if not distributed.is_main():
         return {}  # the test evaluation and every file below are rank 0's
-    ensure_rejection(run_dir, layout, model=model, device=device, force=True)
     split = "test" if "test" in layout.splits else "val"
     samples = evaluable_samples(layout.samples(split), preprocess)
+    fast = _evaluation_forward(model, config, preprocess, device, len(samples))
+    ensure_rejection(
+        run_dir,
+        layout,
+        model=model,
+        device=device,
+        force=True,
+        forward=(lambda x: fast(torch.from_numpy(x)).numpy()) if fast else None,
+    )
     targets, probs = predict_samples(
-        model, samples, layout.class_to_index, preprocess, device=device
+        model, samples, layout.class_to_index, preprocess, device=device, forward=fast
     )
     extra = {
         "train_seconds": round(train_seconds, 1),
@@ -193,6 +202,13 @@ def train(
     if config.report:
         print(f"report: {build_report(run_dir, data=layout, gradcam=False)}")
     return metrics
+
+
+def _evaluation_forward(model, config: TrainConfig, preprocess, device, items: int):
+    """One ONNX Runtime export for the rejection calibration and the test read (CPU, fp32)."""
+    if device.type != "cpu" or config.feature_engine != "auto" or config.amp != "none":
+        return None
+    return fast_cpu_forward(model, preprocess.input_size, threads=config.threads, items=items)
 
 
 def _add_test_metrics_to_bundle(run_dir: Path, metrics: dict[str, Any]) -> None:

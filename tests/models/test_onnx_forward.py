@@ -12,9 +12,9 @@ from timm.layers.conv2d_same import Conv2dSame
 from marinelife.config import TrainConfig, resolve_config
 from marinelife.data.scan import scan_dataset
 from marinelife.fit.boundary_cache import split_for_finetune
-from marinelife.fit.onnx_extract import onnx_extract
 from marinelife.fit.stages import plan_stages
 from marinelife.models import build_classifier
+from marinelife.models.onnx_forward import onnx_extract
 from marinelife.pipeline.training import build_trainer
 
 
@@ -58,7 +58,7 @@ def test_falls_back_when_export_fails_or_differs(lite0, monkeypatch, caplog):
     def noisy(x: torch.Tensor) -> torch.Tensor:  # not a function of x alone: cannot match
         return lite0.forward_features_pooled(x) + torch.rand(x.shape[0], 1)
 
-    with caplog.at_level(logging.INFO, logger="marinelife.fit.onnx_extract"):
+    with caplog.at_level(logging.INFO, logger="marinelife.models.onnx_forward"):
         assert onnx_extract(noisy, lite0, 48) is None
         assert "does not match" in caplog.text
 

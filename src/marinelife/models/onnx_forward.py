@@ -1,11 +1,12 @@
-"""Frozen forward passes of the feature and boundary caches through ONNX Runtime.
+"""Frozen forward passes through ONNX Runtime: cache builds and evaluation on a CPU.
 
 Building a cache runs the frozen part of the network over every image and augmented view once:
-most of a cached recipe's time on a CPU. ONNX Runtime runs these depthwise-heavy CNNs several
-times faster than eager PyTorch there (tf_efficientnet_lite0, 2 cores: 178 vs 44 images/s,
-docs/benchmarks.md), so on a CPU in fp32 the frozen part is exported once per cache build and
-run there. The export is checked against PyTorch on random inputs before use; when it cannot be
-built or does not match, the cache is built in PyTorch as before.
+most of a cached recipe's time on a CPU; evaluating a split (the test read after training, the
+rejection calibration on val, ``evaluate``) runs the whole network over every image. ONNX Runtime
+runs these depthwise-heavy CNNs several times faster than eager PyTorch there
+(tf_efficientnet_lite0, 2 cores: 178 vs 44 images/s, docs/benchmarks.md), so on a CPU in fp32
+the function is exported once and run there. The export is checked against PyTorch on random
+inputs before use; when it cannot be built or does not match, PyTorch runs as before.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 Extract = Callable[[torch.Tensor], torch.Tensor]
 _TOLERANCE = 1e-4  # relative to the largest activation
+# Below this many images an evaluation stays in PyTorch: exporting costs a few seconds.
+_MIN_ITEMS = 256
 
 
 class _Forward(nn.Module):
@@ -77,4 +80,20 @@ def onnx_extract(
     return extract
 
 
-__all__ = ["onnx_extract"]
+def fast_cpu_forward(
+    model: nn.Module, input_size: int, *, threads: int = 0, items: int | None = None
+) -> Extract | None:
+    """``model``'s logits through ONNX Runtime for an evaluation on a CPU, or None.
+
+    None for small jobs (``items`` under a few batches), where the one-off export costs more
+    than it saves; the caller then runs the model in PyTorch.
+    """
+    if items is not None and items < _MIN_ITEMS:
+        return None
+    fn = onnx_extract(model, model, input_size, threads=threads)
+    if fn is not None:
+        log.info("evaluation forward passes run in ONNX Runtime")
+    return fn
+
+
+__all__ = ["fast_cpu_forward", "onnx_extract"]

@@ -1,0 +1,118 @@
+"""Feature caches of an ensemble: one entry per member, built in one pass, read side by side.
+
+Each member's pooled features are cached under a key of its own (the member's name and input
+size, its weights digest, the ensemble's preprocessing), so an ensemble that shares members with
+an earlier one — or a member that sees the ensemble's input unresized, like Lite2 in
+``ensemble-lite``, and a single-backbone run of it at the same data config — reuses what was
+built. Missing members are computed in one pass over the photos (decode and augment once, each
+missing member's branch once per view); the entries are then joined per item, never copied
+into one array, so memory stays what the memory maps need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from marinelife.fit import distributed
+from marinelife.fit import feature_cache as fc
+
+
+class JoinedFeatures:
+    """``[N, views + 1, sum(F_i)]`` read from the members' ``[N, views + 1, F_i]`` entries."""
+
+    def __init__(self, parts: Sequence[np.ndarray]):
+        self.parts = list(parts)
+        n, views = self.parts[0].shape[:2]
+        self.shape = (n, views, sum(p.shape[2] for p in self.parts))
+        self.dtype = self.parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        joined = np.concatenate([np.asarray(p) for p in self.parts], axis=-1)
+        return joined if dtype is None else joined.astype(dtype)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.concatenate([np.asarray(p[key]) for p in self.parts], axis=-1)
+
+
+def _member_key(builder, hashes: list[str], views: int, i: int) -> str:
+    ensemble = builder.model.backbone
+    member = ensemble.members[i]
+    name = ensemble.names[i]
+    size = round(builder.preprocess.input_size * ensemble.size_ratios[i])
+    # A member fed the ensemble's input as it is keys like a single-backbone run of it.
+    backbone = name if size == builder.preprocess.input_size else f"{name}@{size}"
+    return fc.cache_key(
+        image_hashes=hashes,
+        backbone=backbone,
+        weights_sha=getattr(member, "marinelife_weights", {}).get("sha256", ""),
+        preprocess=builder.preprocess.to_dict(),
+        augment=dataclasses.asdict(builder.config.augment),
+        views=views,
+        seed=builder.config.seed,
+        precision=builder.config.amp,
+    )
+
+
+def ensemble_features(builder, samples, *, views: int, desc: str) -> JoinedFeatures:
+    """The ensemble's pooled features for ``samples`` from (and into) its members' entries."""
+    ensemble = builder.model.backbone
+    hashes = builder._hashes_for(samples)
+    rows = (len(samples), views + 1)
+    entries = [
+        (_member_key(builder, hashes, views, i), (size,))
+        for i, size in enumerate(ensemble.feature_sizes)
+    ]
+    missing = [
+        i for i, (key, shape) in enumerate(entries) if fc.cache_entry_missing(key, (*rows, *shape))
+    ]
+    start = time.perf_counter()
+    if missing:
+
+        def branches(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([ensemble.members[i](ensemble.member_input(x, i)) for i in missing], 1)
+
+        folders = [(fc.cache_dir() / entries[i][0], entries[i][1]) for i in missing]
+        writer = distributed.node_writes_cache(fc.cache_dir())
+        if writer:  # as cached_features does: a damaged entry's meta.json goes first
+            for folder, _ in folders:
+                (folder / "meta.json").unlink(missing_ok=True)
+        # One export per set of members, shared by the train and val builds that need it.
+        holder = builder.__dict__.setdefault("_member_engines", {}).setdefault(tuple(missing), [])
+        fc.build_feature_sets(
+            samples=samples, hashes=hashes, extract=builder._extractor(branches, holder),
+            outputs=folders, desc=f"{desc} ({len(missing)} of {len(entries)} members)",
+            writer=writer, **builder._build_options(rows, views),
+        )  # fmt: skip
+    parts = []
+    for i, (key, shape) in enumerate(entries):
+        only = [i]
+
+        def rebuild(folder, writer, only=only):  # a damaged entry: that member alone again
+            return fc.build_features(
+                samples=samples, hashes=hashes, item_shape=entries[only[0]][1], folder=folder,
+                extract=builder._extractor(
+                    lambda x: ensemble.members[only[0]](ensemble.member_input(x, only[0])), None
+                ),
+                desc=f"{desc} (member {only[0] + 1})", writer=writer,
+                **builder._build_options(rows, views),
+            )  # fmt: skip
+
+        parts.append(fc.cached_features(key, (*rows, *shape), rebuild)[0])
+    builder.cache_stats[desc] = {
+        "hit": not missing,
+        "seconds": round(time.perf_counter() - start, 2),
+        "shape": [*rows, ensemble.num_features],
+        "members_built": len(missing),
+    }
+    return JoinedFeatures(parts)
+
+
+__all__ = ["JoinedFeatures", "ensemble_features"]
