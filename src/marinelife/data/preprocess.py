@@ -192,7 +192,6 @@ def preprocess_config_for_architecture(
 ) -> PreprocessConfig:
     """Like :func:`preprocess_config_for_model` from a timm name, without building the model;
     an ensemble ``"a+b"`` takes its largest member's, as ``EnsembleBackbone`` does."""
-    import timm
     import timm.data
     import timm.models
 
