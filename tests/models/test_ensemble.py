@@ -175,3 +175,17 @@ def test_members_are_cached_apart_and_shared(tiny_dataset, tmp_path, monkeypatch
     again = _quick(tiny_dataset, tmp_path, "again").test_metrics
     assert again["feature_cache"]["features train"]["hit"]
     assert (again["accuracy"], again["macro_f1"]) == (three["accuracy"], three["macro_f1"])
+
+
+@pytest.mark.slow
+def test_a_damaged_member_entry_is_rebuilt_alone(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MARINELIFE_CACHE", str(tmp_path / "cache"))
+    first = _quick(tiny_dataset, tmp_path, "first", pretrained=False).test_metrics
+    entries = sorted((tmp_path / "cache" / "features").glob("*/features.npy"))
+    damaged = entries[0]
+    data = bytearray(damaged.read_bytes())
+    data[-8:] = b"\xff" * 8  # the last values of the last item
+    damaged.write_bytes(bytes(data))
+    second = _quick(tiny_dataset, tmp_path, "second", pretrained=False).test_metrics
+    assert damaged.read_bytes() != bytes(data)  # computed again, not used
+    assert (second["accuracy"], second["macro_f1"]) == (first["accuracy"], first["macro_f1"])

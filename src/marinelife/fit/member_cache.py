@@ -12,6 +12,7 @@ into one array, so memory stays what the memory maps need.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 
@@ -61,8 +62,35 @@ def _member_key(builder, hashes: list[str], views: int, i: int) -> str:
     )
 
 
-def ensemble_features(builder, samples, *, views: int, desc: str) -> JoinedFeatures:
-    """The ensemble's pooled features for ``samples`` from (and into) its members' entries."""
+def _build(builder, samples, members: list[int], folders, rows, views, desc, writer, engines):
+    """One pass over the photos filling the entries of ``members`` (``folders``, in order).
+
+    ``engines``: {members: [forward]}, owned by the caller: one export per set of members for the
+    train and val builds of one stage, released with it (ORT sessions hold ~0.3 GB each)."""
+    ensemble = builder.model.backbone
+
+    def branches(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([ensemble.members[i](ensemble.member_input(x, i)) for i in members], 1)
+
+    holder = engines.setdefault(tuple(members), [])
+    return fc.build_feature_sets(
+        samples=samples, hashes=builder._hashes_for(samples), outputs=folders, writer=writer,
+        extract=builder._extractor(branches, holder),
+        desc=f"{desc} ({len(members)} of {len(ensemble.members)} members)",
+        **builder._build_options(rows, views),
+    )  # fmt: skip
+
+
+def ensemble_features(
+    builder, samples, *, views: int, desc: str, engine: list | None = None
+) -> JoinedFeatures:
+    """The ensemble's pooled features for ``samples`` from (and into) its members' entries.
+
+    ``engine``: the caller's holder shared by one stage's builds (see ``StageDataBuilder``)."""
+    engine = [] if engine is None else engine
+    if not engine:
+        engine.append({})
+    engines = engine[0]
     ensemble = builder.model.backbone
     hashes = builder._hashes_for(samples)
     rows = (len(samples), views + 1)
@@ -75,36 +103,17 @@ def ensemble_features(builder, samples, *, views: int, desc: str) -> JoinedFeatu
     ]
     start = time.perf_counter()
     if missing:
-
-        def branches(x: torch.Tensor) -> torch.Tensor:
-            return torch.cat([ensemble.members[i](ensemble.member_input(x, i)) for i in missing], 1)
-
         folders = [(fc.cache_dir() / entries[i][0], entries[i][1]) for i in missing]
         writer = distributed.node_writes_cache(fc.cache_dir())
         if writer:  # as cached_features does: a damaged entry's meta.json goes first
             for folder, _ in folders:
                 (folder / "meta.json").unlink(missing_ok=True)
-        # One export per set of members, shared by the train and val builds that need it.
-        holder = builder.__dict__.setdefault("_member_engines", {}).setdefault(tuple(missing), [])
-        fc.build_feature_sets(
-            samples=samples, hashes=hashes, extract=builder._extractor(branches, holder),
-            outputs=folders, desc=f"{desc} ({len(missing)} of {len(entries)} members)",
-            writer=writer, **builder._build_options(rows, views),
-        )  # fmt: skip
+        _build(builder, samples, missing, folders, rows, views, desc, writer, engines)
     parts = []
     for i, (key, shape) in enumerate(entries):
-        only = [i]
-
-        def rebuild(folder, writer, only=only):  # a damaged entry: that member alone again
-            return fc.build_features(
-                samples=samples, hashes=hashes, item_shape=entries[only[0]][1], folder=folder,
-                extract=builder._extractor(
-                    lambda x: ensemble.members[only[0]](ensemble.member_input(x, only[0])), None
-                ),
-                desc=f"{desc} (member {only[0] + 1})", writer=writer,
-                **builder._build_options(rows, views),
-            )  # fmt: skip
-
+        # Found damaged when loaded: that member alone is computed again.
+        rebuild = functools.partial(_rebuild_one, builder, samples, i, shape, rows, views, desc,
+                                    engines)  # fmt: skip
         parts.append(fc.cached_features(key, (*rows, *shape), rebuild)[0])
     builder.cache_stats[desc] = {
         "hit": not missing,
@@ -113,6 +122,10 @@ def ensemble_features(builder, samples, *, views: int, desc: str) -> JoinedFeatu
         "members_built": len(missing),
     }
     return JoinedFeatures(parts)
+
+
+def _rebuild_one(builder, samples, i, shape, rows, views, desc, engines, folder, writer):
+    return _build(builder, samples, [i], [(folder, shape)], rows, views, desc, writer, engines)[0]
 
 
 __all__ = ["JoinedFeatures", "ensemble_features"]

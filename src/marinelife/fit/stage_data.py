@@ -182,7 +182,7 @@ class StageDataBuilder:
         ``engine``: a holder for the chosen forward pass, shared by the calls of one stage over
         the same frozen part so that train and val builds export it once."""
         if extract_fn is None and hasattr(self.model.backbone, "members"):
-            return ensemble_features(self, samples, views=views, desc=desc)
+            return ensemble_features(self, samples, views=views, desc=desc, engine=engine)
         hashes = self._hashes_for(samples)
         key = self._cache_key(hashes, views, part_sha)
         extract_fn = extract_fn or self.model.forward_features_pooled
