@@ -46,7 +46,7 @@ def main() -> None:
         mid = time.perf_counter()
         trainer.data.stage_data(finetune)
         end = time.perf_counter()
-    items = len(train) * (config.feature_cache_views + 1) + len(val)
+    items = len(train) * (trainer.data.views + 1) + len(val)
     print(f"{len(train)} train + {len(val)} val photos, {items} items per cache: head stage "
           f"{mid - start:.1f} s, fine-tune stage {end - mid:.1f} s, both {end - start:.1f} s "
           f"({items / (end - start):.1f} items/s)")  # fmt: skip

@@ -82,7 +82,7 @@ def part_a(data_dir: Path, recipe: str, overrides: list[str]) -> dict[str, float
     n = len(layout.samples("train"))
     print(f"(a) frozen-stage epoch on {n} images, {recipe}: uncached {uncached_s:.1f} s, "
           f"cached {cached_s:.3f} s -> {uncached_s / cached_s:.0f}x faster; one-off cache "
-          f"build {build_s:.0f} s ({config.feature_cache_views} augmented views + clean) = "
+          f"build {build_s:.0f} s ({builder.views} augmented views + clean) = "
           f"{build_s / uncached_s:.1f} uncached epochs; peak RSS {rss_mb():.0f} MB")  # fmt: skip
     return {"uncached_s": uncached_s, "cached_s": cached_s, "build_s": build_s,
             "architecture": config.architecture}  # fmt: skip

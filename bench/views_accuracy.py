@@ -29,7 +29,7 @@ from marinelife.fit.epoch import train_one_epoch, validation_metrics
 from marinelife.fit.schedule import build_scheduler
 from marinelife.fit.stages import RegularizedLoss, build_optimizer, plan_stages
 from marinelife.logutil import setup_logging
-from marinelife.models.heads import build_head
+from marinelife.models.classifier import configured_head
 from marinelife.pipeline.training import build_trainer
 
 
@@ -43,9 +43,7 @@ def _fit_head(data, config, stage, train, val, test, seed: int) -> dict[str, flo
     """The recipe's frozen stage on these features; test read at the best val epoch."""
     torch.manual_seed(seed)
     model = data.model
-    head = build_head(config.head, model.num_features, len(data.class_to_index),
-                      hidden=list(config.head_hidden), dropout=list(config.head_dropout),
-                      norm_first=config.head_norm_first, drop_rate=config.drop_rate)  # fmt: skip
+    head = configured_head(config, model.num_features, len(data.class_to_index))
     stage_data = data._cached_data(head, train, val)
     opt = build_optimizer(list(head.named_parameters()), config, stage.lr)
     sched = build_scheduler(opt, epochs=stage.epochs, steps_per_epoch=len(stage_data.train_loader),

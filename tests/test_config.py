@@ -244,7 +244,7 @@ def test_every_denoise_filter_is_accepted(name: str) -> None:
         "patience=-1",
         "finetune_epochs=-1",
         "weight_decay=-0.01",
-        "feature_cache_views=-1",
+        "feature_cache_views=-2",
         "augment.brightness=[1.2, 0.8]",
         "augment.brightness=[0, 1]",
         "augment.zoom=1",

@@ -106,7 +106,7 @@ class TrainConfig:
     workers: int = -1  # -1: sized to the machine
     threads: int = 0  # 0: torch default
     feature_cache: bool = True
-    feature_cache_views: int = 4  # augmented views cached per image (plus one clean view)
+    feature_cache_views: int = -1  # augmented views cached per photo (+ a clean one); -1: by data
     # fine-tuning: cache activations at the freeze boundary up to this many MB
     boundary_cache_mb: int = 4096
     # Frozen passes that build those caches: auto = ONNX Runtime on a CPU in fp32 (checked
@@ -129,7 +129,7 @@ class TrainConfig:
             "finetune_monitor": ("val_acc", "val_loss", "val_f1"),
             "class_weights": ("none", "balanced"), "sampler": ("default", "balanced"),
             "device": ("auto", "cpu", "cuda", "mps"), "amp": ("none", "bf16", "fp16"),
-            "feature_engine": ("auto", "torch"),
+            "feature_engine": ("auto", "torch"), "augment.fill": ("reflect", "nearest", "constant"),
             "denoise.name": DENOISE_FILTERS, "enhance.name": ENHANCE_FILTERS,
         }  # fmt: skip
         for key, allowed in choices.items():
@@ -148,8 +148,6 @@ class TrainConfig:
                     fix="set only amp (--amp bf16|fp16|none); bf16 is its older alias",
                 )
             self.amp = "bf16"
-        if self.augment.fill not in ("reflect", "nearest", "constant"):
-            raise MarineLifeError(f"config: augment.fill={self.augment.fill!r} is not valid")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise MarineLifeError("config: epochs, batch_size and lr must be positive")
         if not 0.0 < self.finetune_fraction <= 1.0:
@@ -162,7 +160,7 @@ class TrainConfig:
         # Values that would otherwise fail (or silently misbehave) deep inside training.
         non_negative = (
             "input_size", "patience", "finetune_epochs", "finetune_patience",
-            "feature_cache_views", "threads", "weight_decay", "warmup_epochs",
+            "threads", "weight_decay", "warmup_epochs",
             "finetune_warmup_epochs", "head_l2",
         )  # fmt: skip
         for key in non_negative:
@@ -175,6 +173,8 @@ class TrainConfig:
                 raise MarineLifeError(f"config: {key}={value!r} must be in [0, 1)")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise MarineLifeError(f"config: min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
+        if self.feature_cache_views < -1:
+            raise MarineLifeError("config: feature_cache_views must be >= 0, or -1 (by data size)")
         if self.finetune_epochs > 0 and self.finetune_lr <= 0:
             raise MarineLifeError("config: finetune_lr must be positive")
         # Same limits as data/transforms.py, checked here so a bad --set fails before training.

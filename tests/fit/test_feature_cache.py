@@ -51,6 +51,29 @@ def test_cache_key_is_stable():
     assert fc.cache_key(**clean) == fc.cache_key(**{**clean, "augment": {"x": 1}, "seed": 7})
 
 
+def test_views_by_data_follows_photos_per_class(caplog):
+    caplog.set_level("INFO")
+    assert fc.views_by_data(2, 10, 5) == 2  # an explicit count is kept, large set or not
+    assert fc.views_by_data(0, 10_000, 5) == 0
+    assert fc.views_by_data(-1, 23 * 44, 23) == fc.SMALL_SET_VIEWS  # the dev set's size
+    assert fc.views_by_data(-1, 23 * 265, 23) == 1  # the full set's size
+    assert "265 training photos per class" in caplog.text
+
+
+def test_recipes_resolve_views_from_the_training_split(tiny_dataset, tmp_path, monkeypatch):
+    def views(*overrides):
+        config = resolve_config("two-stage-lite", ["input_size=32", "workers=0", *overrides],
+                                {"pretrained": False})  # fmt: skip
+        return build_trainer(scan_dataset(tiny_dataset), config, tmp_path / "run").data.views
+
+    assert resolve_config("two-stage-lite").feature_cache_views == -1
+    assert views() == fc.SMALL_SET_VIEWS  # a few photos per class
+    monkeypatch.setattr(fc, "ONE_VIEW_PHOTOS_PER_CLASS", 1)
+    assert views() == 1
+    assert views("feature_cache_views=3") == 3
+    assert views("augment.enabled=false") == 0  # nothing to vary: the clean view only
+
+
 def _trainer(tiny_dataset, tmp_path):
     config = resolve_config(
         "two-stage-lite",

@@ -77,6 +77,27 @@ def view_seed(seed: int, image_hash: str, view: int) -> int:
     return zlib.crc32(f"{seed}:{image_hash}:{view}".encode()) & 0x7FFFFFFF
 
 
+# feature_cache_views=-1: from this many training photos per class (mean) one augmented view is
+# cached, below it SMALL_SET_VIEWS. Measured (docs/benchmarks.md, "Views by measurement"): with
+# 265 photos per class 1, 2 and 4 views test alike and 0 loses ~0.5 point, so extra views only
+# cost build time; with 44 per class (the dev set) the views were tuned at 4.
+ONE_VIEW_PHOTOS_PER_CLASS = 150
+SMALL_SET_VIEWS = 4
+
+
+def views_by_data(requested: int, photos: int, classes: int) -> int:
+    """``feature_cache_views`` with -1 resolved by the training set's photos per class."""
+    if requested >= 0:
+        return requested
+    per_class = photos / max(classes, 1)
+    views = 1 if per_class >= ONE_VIEW_PHOTOS_PER_CLASS else SMALL_SET_VIEWS
+    log.info(
+        "feature cache: %d augmented view(s) per photo (%.0f training photos per class; "
+        "feature_cache_views=-1 picks 1 from %d)", views, per_class, ONE_VIEW_PHOTOS_PER_CLASS,
+    )  # fmt: skip
+    return views
+
+
 class _ViewDataset(Dataset):
     """Item ``i * (views + 1) + v``: view ``v`` of image ``i`` (0 = clean, eval transform).
 

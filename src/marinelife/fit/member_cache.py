@@ -11,7 +11,6 @@ into one array, so memory stays what the memory maps need.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections.abc import Sequence
@@ -35,31 +34,17 @@ class JoinedFeatures:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        joined = np.concatenate([np.asarray(p) for p in self.parts], axis=-1)
-        return joined if dtype is None else joined.astype(dtype)
-
     def __getitem__(self, key) -> np.ndarray:
         return np.concatenate([np.asarray(p[key]) for p in self.parts], axis=-1)
 
 
-def _member_key(builder, hashes: list[str], views: int, i: int) -> str:
+def member_name(builder, i: int) -> str:
+    """Member ``i``'s name in cache keys: a member fed the ensemble's input as it is keys like a
+    single-backbone run of it, a resized one adds its size."""
     ensemble = builder.model.backbone
-    member = ensemble.members[i]
-    name = ensemble.names[i]
     size = round(builder.preprocess.input_size * ensemble.size_ratios[i])
-    # A member fed the ensemble's input as it is keys like a single-backbone run of it.
-    backbone = name if size == builder.preprocess.input_size else f"{name}@{size}"
-    return fc.cache_key(
-        image_hashes=hashes,
-        backbone=backbone,
-        weights_sha=getattr(member, "marinelife_weights", {}).get("sha256", ""),
-        preprocess=builder.preprocess.to_dict(),
-        augment=dataclasses.asdict(builder.config.augment),
-        views=views,
-        seed=builder.config.seed,
-        precision=builder.config.amp,
-    )
+    name = ensemble.names[i]
+    return name if size == builder.preprocess.input_size else f"{name}@{size}"
 
 
 def _build(builder, samples, members: list[int], folders, rows, views, desc, writer, engines):
@@ -95,7 +80,7 @@ def ensemble_features(
     hashes = builder._hashes_for(samples)
     rows = (len(samples), views + 1)
     entries = [
-        (_member_key(builder, hashes, views, i), (size,))
+        (builder._cache_key(hashes, views, None, member=i), (size,))
         for i, size in enumerate(ensemble.feature_sizes)
     ]
     missing = [
@@ -128,4 +113,4 @@ def _rebuild_one(builder, samples, i, shape, rows, views, desc, engines, folder,
     return _build(builder, samples, [i], [(folder, shape)], rows, views, desc, writer, engines)[0]
 
 
-__all__ = ["JoinedFeatures", "ensemble_features"]
+__all__ = ["JoinedFeatures", "ensemble_features", "member_name"]

@@ -24,7 +24,7 @@ from marinelife.fileio import file_sha256
 from marinelife.fit import distributed
 from marinelife.fit import feature_cache as fc
 from marinelife.fit.boundary_cache import split_within_budget
-from marinelife.fit.member_cache import ensemble_features
+from marinelife.fit.member_cache import ensemble_features, member_name
 from marinelife.fit.stages import Stage, plan_stages
 from marinelife.models import Classifier, frozen_batchnorm_eval
 from marinelife.models.onnx_forward import onnx_extract
@@ -86,6 +86,8 @@ class StageDataBuilder:
         )
         self.draft = preprocess.draft_size  # the same decode scale predict uses
         self.cache_stats: dict[str, Any] = {}
+        views = config.feature_cache_views if config.augment.enabled and config.feature_cache else 0
+        self.views = fc.views_by_data(views, len(self.train_samples), len(layout.classes))
         self._hashes: dict[Path, str] = {}
 
     def class_weights(self) -> torch.Tensor | None:
@@ -198,27 +200,25 @@ class StageDataBuilder:
                 folder=folder, desc=desc, writer=writer, **self._build_options(shape, views),
             ),
         )  # fmt: skip
-        self.cache_stats[desc] = {
-            "hit": hit,
-            "seconds": round(time.perf_counter() - start, 2),
-            "shape": list(shape),
-        }
+        seconds = round(time.perf_counter() - start, 2)
+        self.cache_stats[desc] = {"hit": hit, "seconds": seconds, "shape": list(shape)}
         return features
 
-    def _cache_key(self, hashes: list[str], views: int, part_sha: str | None) -> str:
-        """Pooled features (``part_sha`` None) or activations below a boundary of that hash."""
+    def _cache_key(
+        self, hashes: list[str], views: int, part_sha: str | None, *, member: int | None = None
+    ) -> str:
+        """Pooled features (``part_sha`` None) or activations below a boundary of that hash;
+        ``member``: that ensemble member's pooled features (``member_cache.member_name``)."""
         backbone = self.model.backbone
+        name = self.config.architecture + ("" if part_sha is None else ":boundary")
+        if member is not None:
+            name, backbone = member_name(self, member), backbone.members[member]
         weights_sha = part_sha or getattr(backbone, "marinelife_weights", {}).get("sha256", "")
         return fc.cache_key(
-            image_hashes=hashes,
-            backbone=self.config.architecture + ("" if part_sha is None else ":boundary"),
-            weights_sha=weights_sha,
-            preprocess=self.preprocess.to_dict(),
-            augment=dataclasses.asdict(self.config.augment),
-            views=views,
-            seed=self.config.seed,
-            precision=self.config.amp,
-        )
+            image_hashes=hashes, backbone=name, weights_sha=weights_sha,
+            preprocess=self.preprocess.to_dict(), augment=dataclasses.asdict(self.config.augment),
+            views=views, seed=self.config.seed, precision=self.config.amp,
+        )  # fmt: skip
 
     def _build_options(self, shape: tuple[int, ...], views: int) -> dict[str, Any]:
         return {
@@ -267,9 +267,6 @@ class StageDataBuilder:
             log.info("frozen forward passes run in ONNX Runtime (feature_engine=auto)")
         return fn
 
-    def _views(self) -> int:
-        return self.config.feature_cache_views if self.config.augment.enabled else 0
-
     def _cached_data(self, module, train_feats, val_feats, *, prepare=None) -> StageData:
         train_ds = fc.CachedFeatureDataset(
             train_feats, [self.class_to_index[s.label] for s in self.train_samples], train=True
@@ -302,7 +299,7 @@ class StageDataBuilder:
         later = self._planned_boundary_split()
         features = []
         for samples, views, split_name in (
-            (self.train_samples, self._views(), "train"),
+            (self.train_samples, self.views, "train"),
             (self.val_samples, 0, "val"),
         ):
             both = (
@@ -365,7 +362,7 @@ class StageDataBuilder:
 
     def _boundary_split(self, stage: Stage):
         """The verified split at ``stage``'s freeze boundary within the memory budget, or None."""
-        n_items = len(self.train_samples) * (self._views() + 1) + len(self.val_samples)
+        n_items = len(self.train_samples) * (self.views + 1) + len(self.val_samples)
         return split_within_budget(
             self.model, stage.backbone_fraction, self.preprocess.input_size,
             items=n_items, budget_mb=self.config.boundary_cache_mb,
@@ -380,7 +377,7 @@ class StageDataBuilder:
         common = {"extract_fn": split.bottom, "item_shape": item_shape, "part_sha": sha}
         common["engine"] = []  # one export for both builds
         train_acts = self.features(
-            self.train_samples, views=self._views(), desc="boundary train", **common
+            self.train_samples, views=self.views, desc="boundary train", **common
         )
         val_acts = self.features(self.val_samples, views=0, desc="boundary val", **common)
         self.cache_stats["boundary"] = {"megabytes": round(needed_mb, 1), "shape": item_shape}

@@ -1,14 +1,13 @@
 """timm backbones, classification heads and pretrained-weight resolution (offline included)."""
 
 from marinelife.models.backbones import check_architecture, create_backbone
-from marinelife.models.blocks import backbone_blocks
+from marinelife.models.blocks import backbone_blocks, pooled_feature_size
 from marinelife.models.classifier import (
     Classifier,
     build_classifier,
     frozen_batchnorm_eval,
     head_l2_parameters,
     head_parameters,
-    pooled_feature_size,
     set_trainable,
 )
 from marinelife.models.heads import HEAD_KINDS, build_head

@@ -45,3 +45,9 @@ def backbone_blocks(backbone: nn.Module) -> list[nn.Module]:
         layers = [names[n] for n in ("layer1", "layer2", "layer3", "layer4")]
         return [stem, *(block for layer in layers for block in _expand(layer))]
     return [leaf for child in backbone.children() for leaf in _expand(child)]
+
+
+def pooled_feature_size(backbone: nn.Module) -> int:
+    # Models with a pre-logits stage (MobileNetV3's conv_head) pool to head_hidden_size, not
+    # num_features; timm sets head_hidden_size to whatever a num_classes=0 model returns.
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)

@@ -26,7 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from marinelife.config import TrainConfig
 from marinelife.errors import MarineLifeError
 from marinelife.models.backbones import create_backbone
-from marinelife.models.blocks import backbone_blocks
+from marinelife.models.blocks import backbone_blocks, pooled_feature_size
 from marinelife.models.heads import build_head
 
 __all__ = [
@@ -67,12 +67,6 @@ class Classifier(nn.Module):
         return dict(getattr(self.backbone, "marinelife_weights", {}))
 
 
-def pooled_feature_size(backbone: nn.Module) -> int:
-    # Models with a pre-logits stage (MobileNetV3's conv_head) pool to head_hidden_size, not
-    # num_features; timm sets head_hidden_size to whatever a num_classes=0 model returns.
-    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
-
-
 def build_classifier(
     config: TrainConfig, num_classes: int, *, pretrained: bool | None = None
 ) -> Classifier:
@@ -88,7 +82,12 @@ def build_classifier(
         input_size=config.input_size,
     )
     num_features = pooled_feature_size(backbone)
-    head = build_head(
+    return Classifier(backbone, configured_head(config, num_features, num_classes), num_features)
+
+
+def configured_head(config: TrainConfig, num_features: int, num_classes: int) -> nn.Module:
+    """The head ``config`` describes, on ``num_features`` pooled features."""
+    return build_head(
         config.head,
         num_features,
         num_classes,
@@ -97,7 +96,6 @@ def build_classifier(
         norm_first=config.head_norm_first,
         drop_rate=config.drop_rate,
     )
-    return Classifier(backbone, head, num_features)
 
 
 def set_trainable(

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from marinelife.models.blocks import pooled_feature_size
+
 SEPARATOR = "+"
 
 
@@ -28,11 +30,6 @@ def is_ensemble(architecture: str) -> bool:
 def member_names(architecture: str) -> list[str]:
     """The member architectures of ``"a+b+c"`` (one name: itself)."""
     return [name.strip() for name in architecture.split(SEPARATOR)]
-
-
-def _pooled_size(backbone: nn.Module) -> int:
-    # Models with a pre-logits stage pool to head_hidden_size (see classifier.pooled_feature_size).
-    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
 
 
 def _data_cfg(member: nn.Module) -> dict[str, Any]:
@@ -75,7 +72,7 @@ class EnsembleBackbone(nn.Module):
             self.register_buffer(f"shift{i}", shift.view(1, 3, 1, 1), persistent=False)
         # Python flags, not tensor tests: the ONNX export traces no data-dependent branch.
         self.renormalise = [own["mean"] != c["mean"] or own["std"] != c["std"] for c in cfgs]
-        self.feature_sizes = [_pooled_size(m) for m in members]
+        self.feature_sizes = [pooled_feature_size(m) for m in members]
         self.num_features = sum(self.feature_sizes)
         self.head_hidden_size = self.num_features
 
