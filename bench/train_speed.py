@@ -9,6 +9,12 @@
 (tf) with --tf-python (a Python that has `tensorflow-cpu`): the original TensorFlow/Keras
     two-stage pipeline on the same photos (bench/_tf_two_stage.py), a frozen-MobileNetV2 epoch
     and a stage-2 epoch, printed beside part (a) when that ran with the `two-stage` recipe.
+(scale) with --scale 6000,20000,60000: the head stage's train feature cache built, cold, for
+    training sets of that many photos, each in its own process (bench/_scale.py): seconds per
+    1,000 photos and peak RSS, to show the build grows linearly and memory does not.
+
+    .venv/bin/python bench/train_speed.py --data ../shared/data/sea-animals-full \\
+        --scale 6000,20000,60000 --set feature_cache_views=0
 """
 
 from __future__ import annotations
@@ -186,7 +192,13 @@ def main() -> int:
     parser.add_argument("--parts", default="a,b,c")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--tf-python", help="a Python with tensorflow-cpu: adds part (tf)")
+    parser.add_argument("--scale", help="training-set sizes for part (scale), e.g. 6000,60000")
     args = parser.parse_args()
+    if args.scale:
+        from _scale import scale_runs
+
+        return scale_runs(args.data, [int(n) for n in args.scale.split(",")], args.recipe,
+                          args.overrides)  # fmt: skip
     setup_logging(quiet=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     parts = args.parts.split(",")

@@ -41,7 +41,7 @@ from marinelife.fit.stages import RegularizedLoss, Stage, build_optimizer, monit
 from marinelife.fit.tracking import log_epoch
 from marinelife.models import head_l2_parameters, set_trainable
 from marinelife.models.bundle import WEIGHTS_FILE, ModelInfo, write_model_json
-from marinelife.models.forward import predict_probs
+from marinelife.models.forward import predict_logits, predict_probs
 from marinelife.models.precision import make_scaler
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class Trainer:
             device,
         )
         self.state = RunState()
+        self.last_stage_data: StageData | None = None  # the val inputs of the final weights
         self.nonfinite = NonFiniteCounter()
         self.data = StageDataBuilder(
             config=config, model=model, layout=layout, preprocess=preprocess, device=device
@@ -207,6 +208,19 @@ class Trainer:
             tracking.close(self.run_dir)
         return st
 
+    def cached_val_logits(self) -> np.ndarray | None:
+        """The val logits of the model as it is now (best weights restored) from the last stage's
+        cached inputs, in the order of the val split; None when that stage read photos or ran
+        sharded. Exact: everything below the cached features or activations is frozen."""
+        data = self.last_stage_data
+        if data is None or data.module is self.model or distributed.world_size() > 1:
+            return None
+        _, logits = predict_logits(
+            data.module, data.val_loader, device=self.device, desc="val logits",
+            channels_last=data.channels_last, amp=self.config.amp, show_progress=False,
+        )  # fmt: skip
+        return logits
+
     def restore_best(self) -> None:
         from marinelife.fileio import load_weights
 
@@ -235,7 +249,7 @@ class Trainer:
             train_backbone_fraction=stage.backbone_fraction,
             train_batchnorm=stage.train_batchnorm,
         )
-        data = self.data.stage_data(stage)
+        data = self.last_stage_data = self.data.stage_data(stage)
         trainable = [(n, p) for n, p in data.module.named_parameters() if p.requires_grad]
         log.info(
             "stage %s: %d epochs, lr %g, %s trainable parameters, batch %d x %d processes",

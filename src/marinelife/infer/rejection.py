@@ -201,12 +201,14 @@ def ensure_rejection(
     tpr: float = DEFAULT_TPR,
     force: bool = False,
     forward: Callable[[np.ndarray], np.ndarray] | None = None,
+    val_logits: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Calibrate on ``layout``'s val split and write the result into ``run_dir/model.json``.
 
-    Pass the in-memory ``model`` (best weights restored) to skip reloading the bundle, and
-    ``forward`` (a function of an NCHW float32 array) to run it another way. Kept when already
-    calibrated at the same TPR unless ``force``.
+    Pass the in-memory ``model`` (best weights restored) to skip reloading the bundle,
+    ``forward`` (a function of an NCHW float32 array) to run it another way, or the model's
+    ``val_logits`` when they are known (a training run's cached val pass) to read no photo.
+    Kept when already calibrated at the same TPR unless ``force``.
     """
     from marinelife.models.bundle import load_bundle, read_model_info, write_model_json
 
@@ -214,13 +216,16 @@ def ensure_rejection(
     if info.rejection and info.rejection.get("tpr") == tpr and not force:
         return info.rejection
     require_same_classes(layout, info.classes)
-    if model is None:
-        model, _ = load_bundle(run_dir)
-    was_training = model.training
-    rejection = calibrate_rejection(
-        forward or model, layout.samples("val"), info.preprocess, tpr, device=device
-    )
-    model.train(was_training)
+    if val_logits is not None:
+        rejection = calibrate_from_logits(val_logits, tpr)
+    else:
+        if model is None:
+            model, _ = load_bundle(run_dir)
+        was_training = model.training
+        rejection = calibrate_rejection(
+            forward or model, layout.samples("val"), info.preprocess, tpr, device=device
+        )
+        model.train(was_training)
     info.rejection = rejection
     write_model_json(info, folder)
     log.info(

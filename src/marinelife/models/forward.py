@@ -1,8 +1,9 @@
-"""The forward loop every evaluation shares: a model over a loader → targets and probabilities."""
+"""The forward loop every evaluation shares: a model over a loader → targets and logits."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from marinelife.models.precision import autocast
 
 
 @torch.inference_mode()
-def predict_probs(
+def predict_logits(
     model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
     loader: Iterable,
     *,
@@ -22,25 +23,30 @@ def predict_probs(
     show_progress: bool = True,
     amp: str = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, softmax probabilities) for every sample of ``loader``, model in eval mode.
+    """(targets, float32 logits) for every sample of ``loader``, model in eval mode.
 
     ``model`` may also be a plain function of a batch (an ONNX Runtime session, see
     :mod:`.onnx_forward`). Local to this process: under DDP each rank predicts its own shard.
     """
     if isinstance(model, torch.nn.Module):
         model.eval()
-    all_targets, all_probs = [], []
+    all_targets, all_logits = [], []
     for inputs, targets in progress(loader, total=len(loader), desc=desc, enabled=show_progress):
         inputs = inputs.to(device)
         if channels_last and inputs.dim() == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            logits = model(inputs).float()
-        all_probs.append(torch.softmax(logits, dim=1).cpu())
+            all_logits.append(model(inputs).float().cpu())
         all_targets.append(torch.as_tensor(targets).cpu())
-    if not all_probs:  # an empty shard (fewer items than ranks)
+    if not all_logits:  # an empty shard (fewer items than ranks)
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(all_targets).numpy(), torch.cat(all_probs).numpy()
+    return torch.cat(all_targets).numpy(), torch.cat(all_logits).numpy()
+
+
+def predict_probs(model, loader: Iterable, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, softmax probabilities): :func:`predict_logits` (same options), softmaxed."""
+    targets, logits = predict_logits(model, loader, **options)
+    return targets, torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
 
 def merge_views(logits: np.ndarray) -> np.ndarray:

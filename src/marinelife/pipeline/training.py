@@ -180,6 +180,7 @@ def train(
         device=device,
         force=True,
         forward=(lambda x: fast(torch.from_numpy(x)).numpy()) if fast else None,
+        val_logits=trainer.cached_val_logits(),  # no photo read when the val set is cached
     )
     targets, probs = predict_samples(
         model, samples, layout.class_to_index, preprocess, device=device, forward=fast
