@@ -5,12 +5,12 @@ augmentations run as Keras preprocessing layers in a parallel tf.data map): Mobi
 (random weights: ImageNet weights need the internet and do not change the speed), the head
 1024→512→256 (BatchNorm, LeakyReLU, dropout 0.5/0.4/0.3), batch 16, Adam 2e-4 with label
 smoothing 0.1; stage 2 unfreezes the layers from index 100 at 2e-5. It times one frozen epoch and
-one stage-2 epoch (training + validation, after a warm-up epoch that pays for tracing) and prints
+one stage-2 epoch (training + validation, after warm-up batches that pay for tracing) and prints
 one JSON line.
 
 Runs in its own virtual environment with `tensorflow-cpu` (not a marinelife dependency):
 
-    /path/to/tf-venv/bin/python bench/_tf_two_stage.py DATA_DIR
+    /path/to/tf-venv/bin/python bench/_tf_two_stage.py DATA_DIR [WARMUP_STEPS]
 """
 
 from __future__ import annotations
@@ -84,6 +84,11 @@ def compile_(model, lr: float) -> None:
     )
 
 
+def warm_up(model, train, steps: int) -> None:
+    """Traces the training step on a few batches (a whole epoch when ``steps`` is 0)."""
+    model.fit(train, epochs=1, steps_per_epoch=steps or None, verbose=0)
+
+
 def timed_epoch(model, train, val) -> dict[str, float]:
     start = time.perf_counter()
     model.fit(train, epochs=1, verbose=0)
@@ -95,19 +100,23 @@ def timed_epoch(model, train, val) -> dict[str, float]:
 
 def main() -> None:
     root = sys.argv[1]
+    # Optional: warm up on this many batches instead of a whole epoch (on large sets the
+    # warm-up epochs would double the run for tracing that takes a few batches).
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     train, val = datasets(root)
     n_train = sum(len(files) for _, _, files in os.walk(os.path.join(root, "train")))
     n_val = sum(len(files) for _, _, files in os.walk(os.path.join(root, "val")))
     classes = len(next(os.walk(os.path.join(root, "train")))[1])
     base, model = build(classes)
     compile_(model, 2e-4)
-    timed_epoch(model, train, val)  # warm-up: tracing, val cache fill
+    warm_up(model, train, steps)
+    model.evaluate(val, verbose=0)  # fills the val cache, as the first epoch would
     frozen = timed_epoch(model, train, val)
     base.trainable = True
     for layer in base.layers[:UNFREEZE_FROM]:
         layer.trainable = False
     compile_(model, 2e-5)
-    timed_epoch(model, train, val)
+    warm_up(model, train, steps)
     stage2 = timed_epoch(model, train, val)
     result = {
         "version": f"TensorFlow {tf.__version__} / Keras {keras.__version__}",

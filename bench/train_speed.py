@@ -96,7 +96,9 @@ def part_a(data_dir: Path, recipe: str, overrides: list[str]) -> dict[str, float
 
 def part_tf(data_dir: Path, tf_python: str, ours: dict[str, float] | None) -> None:
     script = str(Path(__file__).with_name("_tf_two_stage.py"))
-    out = subprocess.run([tf_python, script, str(data_dir)], capture_output=True, text=True)
+    # 50 warm-up batches instead of a warm-up epoch: tracing needs a few, a large set's epoch
+    # would double the run.
+    out = subprocess.run([tf_python, script, str(data_dir), "50"], capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"error: {tf_python} {script} failed: {out.stderr.strip().splitlines()[-1:]}")
     tf = json.loads(out.stdout.strip().splitlines()[-1])
