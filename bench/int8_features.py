@@ -118,8 +118,8 @@ def main() -> None:
           f"{args.views} view(s) + clean, val, test; {stage.epochs} head epochs, "
           f"{args.seeds} seeds")  # fmt: skip
     print(
-        "| frozen pass | export (+ quantize) s | build s | items/s | val top-1 | val F1 | "
-        "test top-1 | test F1 |"
+        "| frozen pass (train, val) | export (+ quantize) s | build s | items/s | val top-1 | "
+        "val F1 | test top-1 (fp32 test) | test F1 |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for name, (setup_s, build_s, items, m, _) in results.items():
