@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from conftest import toy_training_run, tree_digest
 from marinelife.cli import main
 from marinelife.config import available_recipes
+from marinelife.fit.stages import plan_stages
 
 # Shrink any recipe to seconds: 1 epoch per stage, 32 px inputs, random init, no cache reuse.
 TINY = [
@@ -112,6 +113,29 @@ def test_two_stage_freezes_then_unfreezes_top(tiny_dataset, tmp_path):
     # Frozen BatchNorm layers keep their running statistics while the top fine-tunes.
     frozen_bn_stats = [k for k in backbone_changed if "running_" in k and "blocks.0." in k]
     assert not frozen_bn_stats
+
+
+def test_baseline_lite_inits_the_head_then_tunes_every_block(tiny_dataset, tmp_path):
+    from marinelife.config import resolve_config
+    from marinelife.data.scan import scan_dataset
+    from marinelife.pipeline.training import build_trainer
+
+    config = resolve_config("baseline-lite", [*TINY, "finetune_epochs=1"], {"pretrained": False})
+    assert [(s.name, s.backbone_fraction, s.train_batchnorm) for s in plan_stages(config)] == [
+        ("head", 0.0, True), ("finetune", 1.0, False),
+    ]  # fmt: skip
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trainer = build_trainer(scan_dataset(tiny_dataset), config, run_dir)
+    model = trainer.model
+    trainer._run_stage(trainer.stages[0], None)
+    after_head = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.state.stage_index, trainer.state.epoch = 1, 0
+    trainer._run_stage(trainer.stages[1], None)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(after_head[k], v)}
+    # The whole network trains, down to the stem; BatchNorm keeps its ImageNet statistics.
+    assert {"backbone.conv_stem.weight", "backbone.blocks.0.0.conv_dw.weight"} <= changed
+    assert not {k for k in changed if k.startswith("backbone.") and ".bn" in k}
 
 
 def test_resume_gives_same_weights_as_uninterrupted(tiny_dataset, tmp_path, monkeypatch):

@@ -30,7 +30,10 @@ def test_cached_val_pass_calibrates_like_the_photos(finetune, tiny_dataset, tmp_
     original = trainer_module.Trainer.cached_val_logits
 
     def spy(self):
+        module = self.last_stage_data.module
+        module.train(True)
         logits = original(self)
+        assert module.training  # the val pass puts the training flag back
         calls.append(logits)
         return logits
 

@@ -215,10 +215,14 @@ class Trainer:
         data = self.last_stage_data
         if data is None or data.module is self.model or distributed.world_size() > 1:
             return None
-        _, logits = predict_logits(
-            data.module, data.val_loader, device=self.device, desc="val logits",
-            channels_last=data.channels_last, amp=self.config.amp, show_progress=False,
-        )  # fmt: skip
+        was_training = data.module.training  # predict_logits switches to eval; put it back
+        try:
+            _, logits = predict_logits(
+                data.module, data.val_loader, device=self.device, desc="val logits",
+                channels_last=data.channels_last, amp=self.config.amp, show_progress=False,
+            )  # fmt: skip
+        finally:
+            data.module.train(was_training)
         return logits
 
     def restore_best(self) -> None:
