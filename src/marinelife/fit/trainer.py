@@ -45,18 +45,8 @@ from marinelife.models.forward import predict_logits, predict_probs
 from marinelife.models.precision import make_scaler
 
 log = logging.getLogger(__name__)
-METRIC_COLUMNS = (
-    "stage",
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_f1",
-    "lr",
-    "seconds",
-    "train_samples_per_s",
-)
+METRIC_COLUMNS = ("stage", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1",
+                  "lr", "seconds", "train_samples_per_s")  # fmt: skip
 
 
 def seed_everything(seed: int) -> None:
