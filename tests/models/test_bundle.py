@@ -90,6 +90,28 @@ def test_wrong_class_count_is_named_as_such(bundle):
         load_bundle(folder)
 
 
+def test_a_deep_head_loads_and_is_still_checked(tmp_path):
+    # Four hidden layers put the final Linear at head.16, which a safetensors file (keys sorted)
+    # stores before head.8: the class check must find the final layer by module order.
+    config = TrainConfig(architecture="mobilenetv2_050", pretrained=False, head="mlp",
+                         head_hidden=[16, 12, 8, 6], head_dropout=[0.1] * 4)  # fmt: skip
+    model = build_classifier(config, 3).eval()
+    save_weights(model.state_dict(), tmp_path / "best.safetensors")
+    info = ModelInfo(architecture=config.architecture, classes=["a", "b", "c"],
+                     preprocess=preprocess_config_for_model(model.backbone, input_size=32),
+                     head=head_settings(config))  # fmt: skip
+    write_model_json(info, tmp_path)
+    reloaded, _ = load_bundle(tmp_path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), model(x))
+    data = json.loads((tmp_path / "model.json").read_text())
+    data["classes"] = ["a", "b", "c", "d"]
+    (tmp_path / "model.json").write_text(json.dumps(data))
+    with pytest.raises(MarineLifeError, match="weights have 3 output classes, model.json lists 4"):
+        load_bundle(tmp_path)
+
+
 def test_truncated_model_json_says_so_and_how_to_fix(bundle):
     folder, _ = bundle
     text = (folder / "model.json").read_text()

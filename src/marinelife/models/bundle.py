@@ -232,7 +232,7 @@ def load_bundle(model: Path):
     network = build_classifier(info.model_config(), len(info.classes), pretrained=False)
     weights_path = folder / info.weights
     state = load_weights(weights_path)
-    mismatch = _class_count_mismatch(state, len(info.classes))
+    mismatch = _class_count_mismatch(network, state, len(info.classes))
     if mismatch is not None:
         raise MarineLifeError(
             f"the weights have {mismatch} output classes, model.json lists {len(info.classes)}",
@@ -250,14 +250,16 @@ def load_bundle(model: Path):
     return network, info
 
 
-def _class_count_mismatch(state: dict[str, Any], classes: int) -> int | None:
-    """The weights' class count when it differs from ``classes``: the last layer's rows.
+def _class_count_mismatch(network: Any, state: dict[str, Any], classes: int) -> int | None:
+    """The weights' class count when it differs from ``classes``: the rows of the final layer.
 
-    The classifier's final layer is the last 2-D weight in the state dict (heads end in a
-    Linear); its first dimension is the number of classes the weights were trained for.
+    The final layer is the network's last 2-D weight in module order (heads end in a Linear).
+    The file's own key order says nothing: safetensors sorts keys, so ``head.8`` follows
+    ``head.16`` in a deep head.
     """
-    last = [v for k, v in state.items() if k.endswith("weight") and getattr(v, "ndim", 0) == 2]
-    if not last:
+    own = network.state_dict()
+    names = [k for k, v in own.items() if k.endswith("weight") and v.ndim == 2]
+    if not names or getattr(state.get(names[-1]), "ndim", 0) != 2:
         return None
-    rows = int(last[-1].shape[0])
+    rows = int(state[names[-1]].shape[0])
     return rows if rows != classes else None
